@@ -1,0 +1,266 @@
+//! The [`Verifier`]: checks a token's signature, algorithm and time claims, then reads
+//! the claims Herald uses.
+
+use super::{
+    fits, pem_label, AuthConfig, AuthError, ConnectionClaims, SubscriptionClaims, VerifyKey,
+    MAX_LEEWAY_SECS,
+};
+use crate::protocol::RawJson;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::sync::Arc;
+
+/// Verifies connection and subscription tokens against one pinned algorithm and key.
+///
+/// Built once from the configuration (all key problems surface here, at start-up) and
+/// then shared: cloning is a reference-count bump.
+#[derive(Clone)]
+pub struct Verifier {
+    /// Key and validation rules; immutable after [`Verifier::new`].
+    inner: Arc<Inner>,
+}
+
+/// The parts of a [`Verifier`] shared by every clone.
+struct Inner {
+    /// The parsed public key or secret.
+    key: DecodingKey,
+    /// Pinned algorithm, leeway, audience and issuer rules, in `jsonwebtoken`'s terms.
+    validation: Validation,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.inner.validation;
+        f.debug_struct("Verifier")
+            .field("algorithm", &v.algorithms)
+            .field("audience", &v.aud)
+            .field("issuer", &v.iss)
+            .field("leeway_secs", &v.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Parses the key and fixes the validation rules.
+    ///
+    /// Fails with [`AuthError::Key`] when the key cannot be read, when its kind does not
+    /// fit the algorithm (HS256 with an RSA key, RS256 with an HMAC secret, an EC key of
+    /// the wrong curve...), or when the leeway is above [`MAX_LEEWAY_SECS`].
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthError> {
+        let alg = cfg.algorithm;
+        if !fits(alg, cfg.key.kind()) {
+            return Err(AuthError::Key(format!(
+                "algorithm {alg:?} cannot be used with a {} key",
+                cfg.key.kind()
+            )));
+        }
+        if cfg.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(AuthError::Key(format!(
+                "leeway of {} seconds is above the maximum of {MAX_LEEWAY_SECS}",
+                cfg.leeway_secs
+            )));
+        }
+        let key = decoding_key(&cfg.key)?;
+        // Build the verifier `jsonwebtoken` would build per token once now, so that a key
+        // of the wrong curve fails at start-up instead of on every connect.
+        if let Err(e) = jsonwebtoken::crypto::verify("", b"", &key, alg) {
+            return Err(AuthError::Key(format!(
+                "key does not fit {alg:?}: {:?}",
+                e.kind()
+            )));
+        }
+
+        let mut validation = Validation::new(alg);
+        // `exp` is optional (a token without it never expires) but checked when present.
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = cfg.leeway_secs;
+        validation.reject_tokens_expiring_in_less_than = 0;
+        // Off when unconfigured: `jsonwebtoken` would otherwise reject every token that
+        // carries an `aud` claim. When configured, the claim must be there.
+        validation.validate_aud = cfg.audience.is_some();
+        if let Some(aud) = &cfg.audience {
+            validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        Ok(Verifier {
+            inner: Arc::new(Inner { key, validation }),
+        })
+    }
+
+    /// The pinned algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.validation.algorithms[0]
+    }
+
+    /// Verifies a connection token (the `token` of the `connect` command).
+    ///
+    /// A token carrying a `channel` claim is a subscription token and is refused here, so
+    /// one kind cannot stand in for the other.
+    pub fn verify_connection(&self, token: &str) -> Result<ConnectionClaims, AuthError> {
+        let claims = self.decode(token)?;
+        if claims.channel.is_some() {
+            return Err(invalid("subscription token used as a connection token"));
+        }
+        Ok(ConnectionClaims {
+            sub: claims.sub.unwrap_or_default(),
+            exp: claims.exp,
+            info: claims.info,
+            channels: claims.channels.unwrap_or_default(),
+        })
+    }
+
+    /// Verifies a subscription token (the `token` of a `subscribe` to a private channel).
+    ///
+    /// The caller checks that `channel` is the channel asked for and, when `client` is
+    /// present, that it is this connection's client id.
+    pub fn verify_subscription(&self, token: &str) -> Result<SubscriptionClaims, AuthError> {
+        let claims = self.decode(token)?;
+        let channel = match claims.channel {
+            Some(channel) if !channel.is_empty() => channel,
+            _ => return Err(invalid("subscription token without a channel claim")),
+        };
+        Ok(SubscriptionClaims {
+            sub: claims.sub.unwrap_or_default(),
+            channel,
+            exp: claims.exp,
+            info: claims.info,
+            client: claims.client,
+        })
+    }
+
+    /// Checks header, signature and time/audience/issuer claims, and reads the claims.
+    fn decode(&self, token: &str) -> Result<TokenClaims, AuthError> {
+        // Parsing the header separately only to say what was wrong with it: an unknown
+        // `alg` (notably `none`) fails here as a JSON error, indistinguishable later.
+        jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => {
+                invalid("bad header: malformed, or an unsupported alg such as none")
+            }
+            _ => map_error(&e),
+        })?;
+        jsonwebtoken::decode::<TokenClaims>(token, &self.inner.key, &self.inner.validation)
+            .map(|data| data.claims)
+            .map_err(|e| map_error(&e))
+    }
+}
+
+/// The claims read from either kind of token; which are required depends on the kind.
+#[derive(Deserialize)]
+struct TokenClaims {
+    /// User id.
+    #[serde(default)]
+    sub: Option<String>,
+    /// Expiry, unix seconds; integer or float as `jsonwebtoken` itself accepts.
+    #[serde(default, deserialize_with = "unix_time")]
+    exp: Option<u64>,
+    /// Arbitrary JSON, kept verbatim.
+    #[serde(default)]
+    info: Option<RawJson>,
+    /// Channels a connection may subscribe to.
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    /// The channel a subscription token grants.
+    #[serde(default)]
+    channel: Option<String>,
+    /// The client id a subscription token was issued for (Centrifugo v2).
+    #[serde(default)]
+    client: Option<String>,
+}
+
+/// Reads a NumericDate (RFC 7519): a non-negative number of seconds, possibly fractional.
+fn unix_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(secs) = n.as_u64() {
+        return Ok(Some(secs));
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(Some(f.round() as u64)),
+        _ => Err(serde::de::Error::custom(
+            "time claim is not a non-negative number",
+        )),
+    }
+}
+
+/// Turns the key configuration into `jsonwebtoken`'s key, checking what it would only
+/// discover later, per token.
+fn decoding_key(key: &VerifyKey) -> Result<DecodingKey, AuthError> {
+    let bad = |what: &str, e: jsonwebtoken::errors::Error| {
+        AuthError::Key(format!("cannot read the {what}: {:?}", e.kind()))
+    };
+    match key {
+        VerifyKey::Hmac(secret) if secret.is_empty() => {
+            Err(AuthError::Key("the HMAC secret is empty".into()))
+        }
+        VerifyKey::Hmac(secret) => Ok(DecodingKey::from_secret(secret)),
+        VerifyKey::RsaPem(pem) => {
+            // `jsonwebtoken` accepts a private key here too, then fails every signature
+            // check; refuse it now with a message that says why.
+            match pem_label(pem) {
+                Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
+                Some(label) => {
+                    return Err(AuthError::Key(format!(
+                        "the RSA key PEM is a {label:?}, expected a PUBLIC KEY"
+                    )))
+                }
+                None => return Err(AuthError::Key("the RSA key is not PEM".into())),
+            }
+            DecodingKey::from_rsa_pem(pem).map_err(|e| bad("RSA public key PEM", e))
+        }
+        VerifyKey::EcPem(pem) => {
+            DecodingKey::from_ec_pem(pem).map_err(|e| bad("EC public key PEM", e))
+        }
+        VerifyKey::EdPem(pem) => {
+            let key =
+                DecodingKey::from_ed_pem(pem).map_err(|e| bad("Ed25519 public key PEM", e))?;
+            // The Ed25519 verifier slices the first 32 bytes without checking: a short
+            // key would panic on the first token.
+            match key.try_get_as_bytes() {
+                Ok(bytes) if bytes.len() == 32 => Ok(key),
+                _ => Err(AuthError::Key(
+                    "the Ed25519 public key is not 32 bytes".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// An [`AuthError::Invalid`] with a fixed reason.
+fn invalid(reason: &str) -> AuthError {
+    AuthError::Invalid(reason.to_owned())
+}
+
+/// Maps `jsonwebtoken`'s error to ours with a short reason that never quotes the token
+/// or its claim values (serde's messages would).
+fn map_error(e: &jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm => invalid("algorithm not allowed"),
+        ErrorKind::ImmatureSignature => invalid("not valid yet (nbf is in the future)"),
+        ErrorKind::InvalidAudience => invalid("wrong audience"),
+        ErrorKind::InvalidIssuer => invalid("wrong issuer"),
+        ErrorKind::InvalidSubject => invalid("wrong subject"),
+        // The claim names come from our own configuration or the library, not the token.
+        ErrorKind::MissingRequiredClaim(claim) => {
+            AuthError::Invalid(format!("missing {claim} claim"))
+        }
+        ErrorKind::InvalidClaimFormat(claim) => {
+            AuthError::Invalid(format!("malformed {claim} claim"))
+        }
+        ErrorKind::Json(_) => invalid("malformed claims"),
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            invalid("malformed token")
+        }
+        _ => invalid("rejected"),
+    }
+}

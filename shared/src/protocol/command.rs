@@ -1,0 +1,358 @@
+//! Commands sent by clients, and the decoder for one text frame.
+
+use super::{RawJson, StreamPosition};
+use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
+
+/// One command: `{"id":N,"<method>":{...}}`. An object with no method and no id is a
+/// pong (the client's answer to the server's `{}` ping).
+#[derive(Debug, Default, Deserialize)]
+pub struct Command {
+    /// Correlates the reply; 0 only for pongs and `send`, which get no reply.
+    #[serde(default)]
+    pub id: u32,
+    #[serde(default)]
+    pub connect: Option<ConnectRequest>,
+    #[serde(default)]
+    pub subscribe: Option<SubscribeRequest>,
+    #[serde(default)]
+    pub unsubscribe: Option<ChannelRequest>,
+    #[serde(default)]
+    pub publish: Option<PublishRequest>,
+    #[serde(default)]
+    pub presence: Option<ChannelRequest>,
+    #[serde(default)]
+    pub presence_stats: Option<ChannelRequest>,
+    #[serde(default)]
+    pub history: Option<HistoryRequest>,
+    #[serde(default)]
+    pub ping: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub send: Option<SendRequest>,
+    #[serde(default)]
+    pub rpc: Option<RpcRequest>,
+    #[serde(default)]
+    pub refresh: Option<RefreshRequest>,
+    #[serde(default)]
+    pub sub_refresh: Option<SubRefreshRequest>,
+}
+
+/// The method of a command, with its request.
+#[derive(Debug)]
+pub enum Method {
+    Connect(ConnectRequest),
+    Subscribe(SubscribeRequest),
+    Unsubscribe(ChannelRequest),
+    Publish(PublishRequest),
+    Presence(ChannelRequest),
+    PresenceStats(ChannelRequest),
+    History(HistoryRequest),
+    Ping,
+    Send(SendRequest),
+    Rpc(RpcRequest),
+    Refresh(RefreshRequest),
+    SubRefresh(SubRefreshRequest),
+    /// `{}`: the answer to a server ping.
+    Pong,
+    /// An id with no method we know.
+    Unknown,
+}
+
+impl Method {
+    /// The method's name as it appears on the wire (used in metrics labels).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Connect(_) => "connect",
+            Method::Subscribe(_) => "subscribe",
+            Method::Unsubscribe(_) => "unsubscribe",
+            Method::Publish(_) => "publish",
+            Method::Presence(_) => "presence",
+            Method::PresenceStats(_) => "presence_stats",
+            Method::History(_) => "history",
+            Method::Ping => "ping",
+            Method::Send(_) => "send",
+            Method::Rpc(_) => "rpc",
+            Method::Refresh(_) => "refresh",
+            Method::SubRefresh(_) => "sub_refresh",
+            Method::Pong => "pong",
+            Method::Unknown => "unknown",
+        }
+    }
+}
+
+impl Command {
+    /// Splits the command into its id and its one method. More than one method in one
+    /// command is malformed.
+    pub fn into_method(self) -> Result<(u32, Method), DecodeError> {
+        let Command {
+            id,
+            connect,
+            subscribe,
+            unsubscribe,
+            publish,
+            presence,
+            presence_stats,
+            history,
+            ping,
+            send,
+            rpc,
+            refresh,
+            sub_refresh,
+        } = self;
+        let mut found: Vec<Method> = Vec::with_capacity(1);
+        found.extend(connect.map(Method::Connect));
+        found.extend(subscribe.map(Method::Subscribe));
+        found.extend(unsubscribe.map(Method::Unsubscribe));
+        found.extend(publish.map(Method::Publish));
+        found.extend(presence.map(Method::Presence));
+        found.extend(presence_stats.map(Method::PresenceStats));
+        found.extend(history.map(Method::History));
+        found.extend(ping.map(|_| Method::Ping));
+        found.extend(send.map(Method::Send));
+        found.extend(rpc.map(Method::Rpc));
+        found.extend(refresh.map(Method::Refresh));
+        found.extend(sub_refresh.map(Method::SubRefresh));
+        match (found.len(), id) {
+            (0, 0) => Ok((0, Method::Pong)),
+            (0, id) => Ok((id, Method::Unknown)),
+            (1, id) => Ok((id, found.pop().expect("one method"))),
+            _ => Err(DecodeError::SeveralMethods),
+        }
+    }
+}
+
+/// `connect`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectRequest {
+    /// The connection JWT.
+    #[serde(default)]
+    pub token: String,
+    /// Custom data the client sends with the connect.
+    #[serde(default)]
+    pub data: Option<RawJson>,
+    /// Subscriptions to restore in the same round trip.
+    #[serde(default)]
+    pub subs: HashMap<String, SubscribeRequest>,
+    /// SDK name.
+    #[serde(default)]
+    pub name: String,
+    /// SDK version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `subscribe`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SubscribeRequest {
+    #[serde(default)]
+    pub channel: String,
+    /// Subscription token for private channels.
+    #[serde(default)]
+    pub token: String,
+    /// Ask for the publications missed since `(epoch, offset)`.
+    #[serde(default)]
+    pub recover: bool,
+    #[serde(default)]
+    pub epoch: String,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub offset: u64,
+    #[serde(default)]
+    pub data: Option<RawJson>,
+    #[serde(default)]
+    pub positioned: bool,
+    #[serde(default)]
+    pub recoverable: bool,
+    /// The client wants join/leave pushes.
+    #[serde(default)]
+    pub join_leave: bool,
+    /// Feature bits; bit 2 asks for error 112 instead of `recovered: false`.
+    #[serde(default)]
+    pub flag: u64,
+}
+
+/// Subscribe flag: reject an unrecoverable position with error 112.
+pub const FLAG_REJECT_UNRECOVERED: u64 = 2;
+
+/// Requests that name only a channel: `unsubscribe`, `presence`, `presence_stats`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChannelRequest {
+    #[serde(default)]
+    pub channel: String,
+}
+
+/// `publish`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PublishRequest {
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub data: Option<RawJson>,
+}
+
+/// `history`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryRequest {
+    #[serde(default)]
+    pub channel: String,
+    /// 0: no publications, only the stream position; negative: as many as kept.
+    #[serde(default)]
+    pub limit: i32,
+    /// Return publications after this position.
+    #[serde(default)]
+    pub since: Option<WirePosition>,
+    /// Newest first.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// A stream position as clients send it (the offset may arrive as a string).
+#[derive(Debug, Default, Deserialize)]
+pub struct WirePosition {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub offset: u64,
+    #[serde(default)]
+    pub epoch: String,
+}
+
+impl From<WirePosition> for StreamPosition {
+    fn from(p: WirePosition) -> Self {
+        StreamPosition {
+            offset: p.offset,
+            epoch: p.epoch,
+        }
+    }
+}
+
+/// `send`: asynchronous message to the server; no reply.
+#[derive(Debug, Default, Deserialize)]
+pub struct SendRequest {
+    #[serde(default)]
+    pub data: Option<RawJson>,
+}
+
+/// `rpc`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RpcRequest {
+    #[serde(default)]
+    pub data: Option<RawJson>,
+    #[serde(default)]
+    pub method: String,
+}
+
+/// `refresh`: a new connection token before the old one expires.
+#[derive(Debug, Default, Deserialize)]
+pub struct RefreshRequest {
+    #[serde(default)]
+    pub token: String,
+}
+
+/// `sub_refresh`: a new subscription token.
+#[derive(Debug, Default, Deserialize)]
+pub struct SubRefreshRequest {
+    #[serde(default)]
+    pub channel: String,
+    #[serde(default)]
+    pub token: String,
+}
+
+/// Why a frame could not be decoded. Each maps to the protocol's "bad request".
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("malformed JSON command: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a command names more than one method")]
+    SeveralMethods,
+    #[error("frame holds more than {0} commands")]
+    TooManyCommands(usize),
+}
+
+/// Decodes one text frame: JSON objects separated by `\n` (blank lines are ignored).
+/// Stops at the first malformed command, since what follows cannot be trusted either.
+pub fn decode_frame(payload: &[u8], max_commands: usize) -> Result<Vec<Command>, DecodeError> {
+    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::InvalidUtf8)?;
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if out.len() == max_commands {
+            return Err(DecodeError::TooManyCommands(max_commands));
+        }
+        out.push(serde_json::from_str::<Command>(line)?);
+    }
+    Ok(out)
+}
+
+/// Offsets are uint64: the protobuf JSON mapping writes them as strings, most SDKs as numbers.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Num(u64),
+        Str(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Num(n) => Ok(n),
+        Either::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_several_commands_in_one_frame() {
+        let frame = br#"{"id":1,"connect":{"token":"t","name":"py"}}
+{"id":2,"subscribe":{"channel":"chat:1","recover":true,"offset":"7","epoch":"e"}}
+{}"#;
+        let cmds = decode_frame(frame, 100).unwrap();
+        assert_eq!(cmds.len(), 3);
+        let mut it = cmds.into_iter().map(|c| c.into_method().unwrap());
+        assert!(matches!(it.next(), Some((1, Method::Connect(c))) if c.token == "t"));
+        match it.next() {
+            Some((2, Method::Subscribe(s))) => {
+                assert_eq!(s.offset, 7);
+                assert!(s.recover);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(it.next(), Some((0, Method::Pong))));
+    }
+
+    #[test]
+    fn unknown_method_keeps_its_id() {
+        let cmds = decode_frame(br#"{"id":5,"teleport":{}}"#, 10).unwrap();
+        let (id, m) = cmds.into_iter().next().unwrap().into_method().unwrap();
+        assert_eq!(id, 5);
+        assert!(matches!(m, Method::Unknown));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(matches!(
+            decode_frame(b"{\"id\":1,", 10),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            decode_frame(&[0xff, 0xfe], 10),
+            Err(DecodeError::InvalidUtf8)
+        ));
+        assert!(matches!(
+            decode_frame(b"{}\n{}\n{}", 2),
+            Err(DecodeError::TooManyCommands(2))
+        ));
+        let two = decode_frame(br#"{"id":1,"presence":{},"history":{}}"#, 10).unwrap();
+        assert!(matches!(
+            two.into_iter().next().unwrap().into_method(),
+            Err(DecodeError::SeveralMethods)
+        ));
+        // A string where an object belongs.
+        assert!(decode_frame(br#"{"id":1,"subscribe":"x"}"#, 10).is_err());
+        // Not an object at all.
+        assert!(decode_frame(b"[1,2]", 10).is_err());
+    }
+}
