@@ -1,0 +1,185 @@
+//! Node configuration: what each setting means and its default.
+//!
+//! Settings come from environment variables (`HERALD_*`) and, optionally, a TOML file
+//! named by `HERALD_CONFIG`; the environment wins. Loading lives in [`load`]; every
+//! bad value is reported, naming the setting, before the binary exits with code 64.
+//! The README's configuration table lists the same names, defaults and meanings.
+
+mod load;
+
+pub use load::load;
+
+use herald_shared::auth::AuthConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `HERALD_LISTEN`: address and port for WebSockets, the server API and probes.
+    /// Default `0.0.0.0:8000`.
+    pub listen: SocketAddr,
+    /// `HERALD_NODE_ID`: this node's name in the cluster, the connect reply and `/api/info`.
+    /// Default: the host name, else a random id.
+    pub node_id: String,
+    /// `HERALD_NATS_URL`: NATS server(s), comma-separated. Unset: the embedded in-process broker.
+    pub nats_url: Option<String>,
+    /// Connection and subscription token verification. `None` when no key is configured:
+    /// then only anonymous connections are possible (and only if allowed).
+    pub auth: Option<AuthConfig>,
+    /// `HERALD_ALLOW_ANONYMOUS`: accept a connect without a token (user id empty). Default false.
+    pub allow_anonymous: bool,
+    /// `HERALD_API_KEY`: key for the server API (`X-API-Key`). Unset: the API answers 401 to all.
+    pub api_key: Option<String>,
+    /// Channel options: the default namespace and named ones.
+    pub namespaces: Namespaces,
+    /// Resource limits.
+    pub limits: Limits,
+    /// `HERALD_PING_INTERVAL` (seconds): server ping period, told to clients. Default 25.
+    pub ping_interval: Duration,
+    /// `HERALD_PONG_TIMEOUT` (seconds): how long a pong may take after a ping. Default 8.
+    pub pong_timeout: Duration,
+    /// `HERALD_EXPIRY_GRACE` (seconds): how long past token expiry a connection may stay
+    /// while the client refreshes. Default 5.
+    pub expiry_grace: Duration,
+    /// `HERALD_LOG_FORMAT`: `plain` or `json`. Default `plain`. (`RUST_LOG` filters.)
+    pub log_format: herald_shared::telemetry::LogFormat,
+}
+
+/// Options of one namespace (`ns:` prefix of a channel name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceOptions {
+    /// `HERALD_HISTORY_SIZE`: publications kept per channel; 0 turns history off. Default 100.
+    pub history_size: usize,
+    /// `HERALD_HISTORY_TTL` (seconds): how long a channel's history lives after its last
+    /// publication. Default 300.
+    pub history_ttl: Duration,
+    /// `HERALD_PRESENCE`: keep who is subscribed. Default false.
+    pub presence: bool,
+    /// `HERALD_JOIN_LEAVE`: send join/leave pushes to subscribers that ask for them. Default false.
+    pub join_leave: bool,
+    /// `HERALD_FORCE_PUSH_JOIN_LEAVE`: send join/leave pushes to every subscriber. Default false.
+    pub force_push_join_leave: bool,
+    /// `HERALD_ALLOW_PUBLISH`: subscribers of a channel may publish to it. Default false.
+    pub allow_publish: bool,
+    /// `HERALD_ALLOW_SUBSCRIBE`: any connected client may subscribe to a public channel
+    /// (channels starting with `$` always need a subscription token). Default true.
+    pub allow_subscribe: bool,
+    /// `HERALD_ALLOW_PRESENCE_FOR_SUBSCRIBER`: subscribers may call presence and
+    /// presence_stats. Default true.
+    pub allow_presence: bool,
+    /// `HERALD_ALLOW_HISTORY_FOR_SUBSCRIBER`: subscribers may call history. Default true.
+    pub allow_history: bool,
+    /// `HERALD_RECOVERY`: subscribers may recover missed publications (needs history).
+    /// Default true.
+    pub recovery: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence: false,
+            join_leave: false,
+            force_push_join_leave: false,
+            allow_publish: false,
+            allow_subscribe: true,
+            allow_presence: true,
+            allow_history: true,
+            recovery: true,
+        }
+    }
+}
+
+impl NamespaceOptions {
+    /// Whether channels of this namespace keep history (and so carry offsets).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// The default namespace plus named ones (from the TOML file's `[namespaces.NAME]` tables).
+#[derive(Clone, Debug, Default)]
+pub struct Namespaces {
+    /// Options for channels without a `ns:` prefix.
+    pub default: NamespaceOptions,
+    /// Named namespaces.
+    pub named: HashMap<String, NamespaceOptions>,
+}
+
+impl Namespaces {
+    /// The options for a channel, or `None` when its namespace does not exist.
+    pub fn for_channel(&self, channel: &str) -> Option<&NamespaceOptions> {
+        let name = channel.trim_start_matches('$');
+        match name.split_once(':') {
+            Some((ns, _)) => self.named.get(ns),
+            None => Some(&self.default),
+        }
+    }
+}
+
+/// Limits, each with a default that fits one node on a small machine.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `HERALD_MAX_CONNECTIONS`: open client connections; more are refused with 503. Default 20000.
+    pub max_connections: usize,
+    /// `HERALD_HANDSHAKE_TIMEOUT` (seconds): from TCP accept until the `connect` command is
+    /// answered. Default 10.
+    pub handshake_timeout: Duration,
+    /// `HERALD_MAX_MESSAGE_SIZE` (bytes): largest WebSocket message a client may send. Default 65536.
+    pub max_message_size: usize,
+    /// `HERALD_MAX_CHANNELS_PER_CONNECTION`: subscriptions per connection. Default 128.
+    pub max_channels_per_connection: usize,
+    /// `HERALD_COMMANDS_PER_SECOND`: commands per connection per second (burst of the same
+    /// size); 0 turns the limit off. Default 100.
+    pub commands_per_second: u32,
+    /// `HERALD_QUEUE_MAX_BYTES` (bytes): outbound bytes queued for one connection before it is
+    /// disconnected as slow (code 3008). Default 1048576.
+    pub queue_max_bytes: usize,
+    /// `HERALD_ALLOWED_ORIGINS`: comma-separated Origins allowed to upgrade (`*` wildcard in
+    /// a host, e.g. `https://*.example.com`). Unset: any Origin, and requests without one.
+    pub allowed_origins: Vec<String>,
+    /// `HERALD_MAX_API_BODY` (bytes): largest server API request body. Default 1048576.
+    pub max_api_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 20_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 65_536,
+            max_channels_per_connection: 128,
+            commands_per_second: 100,
+            queue_max_bytes: 1 << 20,
+            allowed_origins: Vec::new(),
+            max_api_body: 1 << 20,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A configuration for tests and embedding: listen on `127.0.0.1:0`, HMAC `secret`,
+    /// API key `key`, defaults elsewhere.
+    pub fn for_tests(secret: &str, api_key: &str) -> Self {
+        NodeConfig {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            node_id: "test-node".into(),
+            nats_url: None,
+            auth: Some(AuthConfig::hmac(
+                jsonwebtoken::Algorithm::HS256,
+                secret.as_bytes(),
+            )),
+            allow_anonymous: false,
+            api_key: Some(api_key.into()),
+            namespaces: Namespaces::default(),
+            limits: Limits::default(),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            expiry_grace: Duration::from_secs(5),
+            log_format: herald_shared::telemetry::LogFormat::Plain,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `herald-node`: wires configuration, tracing, the listener and signals, then hands
+//! over to the library. `herald-node token ...` prints a JWT for quick starts.
+
+use herald_shared::config::{exit_with, EnvLookup};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match herald_node::config::load(&EnvLookup) {
+        Ok(c) => c,
+        Err(errors) => exit_with(&errors),
+    };
+    match args.first().map(String::as_str) {
+        Some("token") => {
+            return match herald_node::token_cmd::run(&args[1..], &config) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("herald-node token: {e}");
+                    ExitCode::from(64)
+                }
+            };
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            println!("herald-node {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("herald-node: unknown argument {other:?}\n\n{USAGE}");
+            return ExitCode::from(64);
+        }
+        None => {}
+    }
+    herald_shared::telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match herald_node::server::bind(config.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("herald-node: cannot listen on {}: {e}", config.listen);
+                return ExitCode::from(71);
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(config.listen);
+        print_banner(&config, addr);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        match herald_node::run(listener, config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herald-node: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+const USAGE: &str =
+    "usage: herald-node                 run a node (configured by HERALD_* variables)
+       herald-node token --user ID [--channels a,b] [--ttl S] [--channel C] [--info JSON]
+                                    print a JWT signed with HERALD_TOKEN_HMAC_SECRET
+       herald-node --version";
+
+fn print_banner(config: &herald_node::config::NodeConfig, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let broker = if config.nats_url.is_some() {
+        "NATS"
+    } else {
+        "embedded in-process broker"
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "herald-node {} listening on {addr} (node {}, {broker})",
+        env!("CARGO_PKG_VERSION"),
+        config.node_id
+    );
+    let _ = writeln!(out, "  WebSocket  ws://{host}/connection/websocket");
+    let _ = writeln!(
+        out,
+        "  API        POST http://{host}/api/<method>  (X-API-Key)"
+    );
+    let _ = writeln!(out, "  probes     http://{host}/healthz  /readyz  /metrics");
+    if config.auth.is_some() {
+        let _ = writeln!(
+            out,
+            "  a token:   herald-node token --user alice   (same HERALD_TOKEN_HMAC_SECRET)"
+        );
+    } else if config.allow_anonymous {
+        let _ = writeln!(out, "  anonymous connections allowed (no token needed)");
+    } else {
+        let _ = writeln!(
+            out,
+            "  no token key set and anonymous off: set HERALD_TOKEN_HMAC_SECRET or HERALD_ALLOW_ANONYMOUS=true"
+        );
+    }
+    let _ = out.flush();
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

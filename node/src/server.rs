@@ -1,0 +1,243 @@
+//! The HTTP side of a node: the accept loop, routing, the WebSocket upgrade and the
+//! probes. One port serves `/connection/websocket`, `/api/*`, `/healthz`, `/readyz`
+//! and `/metrics`.
+
+use crate::node::Node;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// The response body type of every route.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// Listen backlog: tokio's default (1024) overflows in connect storms.
+pub const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds a listener with a backlog large enough for connect storms.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// A body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Accepts connections until `node.stop` fires.
+pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = node.stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node2 = node.clone();
+        node.tracker.spawn(async move {
+            let io = TokioIo::new(stream);
+            let svc_node = node2.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let node = svc_node.clone();
+                async move { Ok::<_, hyper::Error>(route(node, req, remote).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(node2.config.limits.handshake_timeout)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(client.addr = %remote, error = %e, "http connection ended");
+                    }
+                }
+                _ = node2.stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+async fn route(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/connection/websocket") => upgrade(node, req, remote),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/readyz") => readyz(&node),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(full(node.prometheus.render()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::POST, p) if p.starts_with("/api/") => {
+            let method = p.trim_start_matches("/api/").to_owned();
+            crate::api::handle(node, req, &method).await
+        }
+        (_, "/connection/websocket" | "/healthz" | "/readyz" | "/metrics") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method not allowed"}"#,
+        ),
+        (_, p) if p.starts_with("/api/") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"the server API takes POST"}"#,
+        ),
+        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#),
+    }
+}
+
+fn readyz(node: &Node) -> Response<Body> {
+    match node.not_ready_reason() {
+        None => json(StatusCode::OK, r#"{"status":"ready"}"#),
+        Some(reason) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&serde_json::json!({"status": "not ready", "reason": reason}))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Whether `origin` matches one allowed pattern (`*` stands for one or more host labels).
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
+        return true;
+    }
+    let Some(origin) = origin else {
+        return false;
+    };
+    allowed.iter().any(|pattern| match pattern.split_once('*') {
+        None => pattern.eq_ignore_ascii_case(origin),
+        Some((prefix, suffix)) => {
+            origin.len() > prefix.len() + suffix.len()
+                && origin[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && origin[origin.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && !origin[prefix.len()..origin.len() - suffix.len()].contains('/')
+        }
+    })
+}
+
+fn refuse(reason: &'static str, status: StatusCode, message: &str) -> Response<Body> {
+    metrics::counter!(crate::metrics::UPGRADES_REFUSED, "reason" => reason).increment(1);
+    json(
+        status,
+        serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default(),
+    )
+}
+
+fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    if node.draining.load(Ordering::Relaxed) || node.stop.is_cancelled() {
+        let mut r = refuse(
+            "draining",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is draining",
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return r;
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return refuse(
+            "not_upgrade",
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint takes a WebSocket upgrade",
+        );
+    }
+    let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
+    if !origin_allowed(&node.config.limits.allowed_origins, origin) {
+        return refuse("origin", StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    // Count the session before upgrading so a storm cannot overshoot the limit.
+    let open = node.sessions.fetch_add(1, Ordering::Relaxed);
+    if open >= node.config.limits.max_connections {
+        node.sessions.fetch_sub(1, Ordering::Relaxed);
+        let mut r = refuse(
+            "limit",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached",
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return r;
+    }
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => {
+            node.sessions.fetch_sub(1, Ordering::Relaxed);
+            return refuse("bad_handshake", StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let node2 = node.clone();
+    node.tracker.spawn(async move {
+        match fut.await {
+            Ok(ws) => crate::session::serve(node2, ws, remote).await,
+            Err(e) => {
+                node2.sessions.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(client.addr = %remote, error = %e, "upgrade failed");
+            }
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, full(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let allowed = vec![
+            "https://app.example.com".to_owned(),
+            "https://*.example.org".to_owned(),
+        ];
+        assert!(origin_allowed(&[], None));
+        assert!(origin_allowed(&allowed, Some("https://app.example.com")));
+        assert!(origin_allowed(&allowed, Some("https://a.b.example.org")));
+        assert!(!origin_allowed(&allowed, Some("https://example.org")));
+        assert!(!origin_allowed(&allowed, Some("https://evil.com")));
+        assert!(!origin_allowed(
+            &allowed,
+            Some("https://evil.com/.example.org")
+        ));
+        assert!(!origin_allowed(&allowed, None));
+    }
+}

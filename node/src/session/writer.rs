@@ -1,0 +1,175 @@
+//! The writer task of one connection: drains the outbound queue into frames, sends
+//! server pings, and enforces the deadlines (connect, pong, token expiry).
+//!
+//! Everything queued since the last write goes out as one text frame (objects joined
+//! by `\n`), so a burst of publications costs one `write()`. Deadlines are checked
+//! here because this task is the one that wakes on time; the reader only reacts to
+//! what the client sends.
+
+use super::conn::Conn;
+use super::outbound::CloseReason;
+use crate::node::Node;
+use fastwebsockets::{Frame, Payload, WebSocketWrite};
+use herald_shared::protocol::reply::encode_disconnect_push;
+use herald_shared::protocol::{codes::reconnect_allowed, DisconnectCode};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+
+/// Largest frame the writer builds from queued messages; more goes in the next frame.
+const MAX_COALESCED_FRAME: usize = 256 * 1024;
+
+/// The server's ping: an empty JSON object.
+const PING: &[u8] = b"{}";
+
+/// Runs until the connection is closed; returns the close code it sent (if any).
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut ws: WebSocketWrite<W>,
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+) -> Option<u16> {
+    let cfg = &node.config;
+    let handshake_deadline = Instant::now() + cfg.limits.handshake_timeout;
+    let mut next_ping: Option<Instant> = None;
+    let mut pong_deadline: Option<Instant> = None;
+    let mut buf: Vec<u8> = Vec::new();
+
+    loop {
+        let batch = conn.out.take();
+        for pong in &batch.pongs {
+            if ws
+                .write_frame(Frame::pong(Payload::Borrowed(pong)))
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+        // Write what is queued, coalesced.
+        let mut items = batch.items.into_iter().peekable();
+        while items.peek().is_some() {
+            buf.clear();
+            while let Some(next) = items.peek() {
+                if !buf.is_empty() && buf.len() + 1 + next.len() > MAX_COALESCED_FRAME {
+                    break;
+                }
+                if !buf.is_empty() {
+                    buf.push(b'\n');
+                }
+                buf.extend_from_slice(next);
+                items.next();
+            }
+            node.metrics.bytes_out.increment(buf.len() as u64);
+            if ws
+                .write_frame(Frame::text(Payload::Borrowed(&buf)))
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+        if buf.capacity() > MAX_COALESCED_FRAME {
+            // Do not keep a burst's buffer for the life of an idle connection.
+            buf = Vec::new();
+        }
+        if let Some(close) = batch.close {
+            return Some(send_close(&mut ws, close).await);
+        }
+
+        // Deadlines: connect, then ping/pong and token expiry.
+        let now = Instant::now();
+        if !conn.is_connected() {
+            if now >= handshake_deadline {
+                conn.out.close(DisconnectCode::Stale);
+                continue;
+            }
+        } else {
+            let ping_every = cfg.ping_interval;
+            let np = *next_ping.get_or_insert(now + ping_every);
+            if let Some(pd) = pong_deadline {
+                if !conn.awaiting_pong.load(Ordering::Acquire) {
+                    pong_deadline = None;
+                } else if now >= pd {
+                    conn.out.close(DisconnectCode::NoPong);
+                    continue;
+                }
+            }
+            if now >= np {
+                conn.awaiting_pong.store(true, Ordering::Release);
+                pong_deadline = Some(now + cfg.pong_timeout);
+                next_ping = Some(now + ping_every);
+                conn.out.push(bytes::Bytes::from_static(PING));
+                continue;
+            }
+            let expiry = conn.next_expiry();
+            if expiry != 0 {
+                let grace = cfg.expiry_grace.as_secs();
+                let unix_now = herald_shared::auth::now_secs();
+                if unix_now >= expiry.saturating_add(grace) {
+                    let code = if conn.expires_at.load(Ordering::Relaxed) != 0
+                        && unix_now
+                            >= conn
+                                .expires_at
+                                .load(Ordering::Relaxed)
+                                .saturating_add(grace)
+                    {
+                        DisconnectCode::Expired
+                    } else {
+                        DisconnectCode::SubExpired
+                    };
+                    conn.out.close(code);
+                    continue;
+                }
+            }
+        }
+
+        let deadline = next_deadline(&node, &conn, handshake_deadline, next_ping, pong_deadline);
+        tokio::select! {
+            _ = conn.out.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            // Shutdown: every client, connected or not, gets the reconnect-advising code.
+            _ = node.stop.cancelled() => {
+                conn.out.close(DisconnectCode::Shutdown);
+            }
+        }
+    }
+}
+
+/// When the writer must wake up even if nothing is queued.
+fn next_deadline(
+    node: &Node,
+    conn: &Conn,
+    handshake_deadline: Instant,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+) -> Instant {
+    if !conn.is_connected() {
+        return handshake_deadline;
+    }
+    let mut d = next_ping.unwrap_or_else(|| Instant::now() + node.config.ping_interval);
+    if let Some(pd) = pong_deadline {
+        d = d.min(pd);
+    }
+    let expiry = conn.next_expiry();
+    if expiry != 0 {
+        let at = expiry.saturating_add(node.config.expiry_grace.as_secs());
+        let secs = at.saturating_sub(herald_shared::auth::now_secs());
+        d = d.min(Instant::now() + Duration::from_secs(secs));
+    }
+    d
+}
+
+/// Sends the `disconnect` push (protocol codes) and the close frame.
+async fn send_close<W: AsyncWrite + Unpin>(ws: &mut WebSocketWrite<W>, close: CloseReason) -> u16 {
+    if close.push {
+        let push = encode_disconnect_push(close.code, close.reason, reconnect_allowed(close.code));
+        let _ = ws.write_frame(Frame::text(Payload::Borrowed(&push))).await;
+    }
+    let _ = ws
+        .write_frame(Frame::close(close.code, close.reason.as_bytes()))
+        .await;
+    let _ = ws.flush().await;
+    close.code
+}

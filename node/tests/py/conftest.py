@@ -1,0 +1,141 @@
+"""Fixtures: real herald-node processes, raw protocol clients, the official SDKs.
+
+The node binary comes from HERALD_NODE_BIN (default <repo>/target/debug/herald-node).
+Each test starts its own node(s) on 127.0.0.1:0 with a random HMAC secret and API key;
+`node_factory(**env)` adds or overrides HERALD_* variables (None removes one) and
+`config_toml=` writes a HERALD_CONFIG file. On teardown every node gets SIGTERM and must
+exit 0; when a test fails its nodes' logs are attached to the report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cent
+import centrifuge
+import pytest
+
+from harness import DEFAULT_BIN, Node, RawClient, T, start_node
+
+
+def pytest_report_header(config):
+    return f"herald-node binary: {_node_bin()}"
+
+
+def _node_bin() -> Path:
+    return Path(os.environ.get("HERALD_NODE_BIN", str(DEFAULT_BIN))).resolve()
+
+
+@pytest.fixture(scope="session")
+def node_bin() -> Path:
+    path = _node_bin()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.exit(
+            f"herald-node binary not found at {path}: run `cargo build -p herald-node` "
+            "or set HERALD_NODE_BIN",
+            returncode=2,
+        )
+    return path
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        for n in getattr(item, "_herald_nodes", []):
+            report.sections.append((f"herald-node log: {n.name} ({n.log_path})", n.log_text()))
+    return report
+
+
+@pytest.fixture
+def node_factory(request, tmp_path, node_bin):
+    """Starts nodes: `node_factory(HERALD_PRESENCE=True, config_toml="...")`."""
+    nodes: list[Node] = []
+    request.node._herald_nodes = nodes
+
+    def start(config_toml: str | None = None, **env) -> Node:
+        n = start_node(node_bin, tmp_path, f"node{len(nodes)}", config_toml, env)
+        nodes.append(n)
+        return n
+
+    yield start
+
+    failures = []
+    for n in nodes:
+        try:
+            rc = n.stop() if n.running() else n.wait_exit()
+        except AssertionError as e:
+            failures.append(f"{n.name}: {e}")
+            continue
+        if rc != 0:
+            failures.append(f"{n.name}: exited with {rc} after SIGTERM (expected 0)")
+    if failures:
+        logs = "\n".join(f"--- {n.name} log ---\n{n.log_text()}" for n in nodes)
+        pytest.fail("; ".join(failures) + "\n" + logs)
+
+
+@pytest.fixture
+def node(node_factory) -> Node:
+    """A node with the default settings."""
+    return node_factory()
+
+
+@pytest.fixture
+async def raw(node_factory):
+    """Opens raw protocol clients: `await raw(node, token=...)` connects (a connect
+    command) unless `token=None` and `connect=False`."""
+    clients: list[RawClient] = []
+
+    async def open_client(
+        n: Node,
+        token: str | None = "",
+        connect: bool = True,
+        auto_pong: bool = True,
+        user: str = "alice",
+        **ws_kwargs,
+    ) -> RawClient:
+        c = await RawClient.open(n.ws_url, auto_pong=auto_pong, **ws_kwargs)
+        clients.append(c)
+        if connect:
+            await c.connect(n.token(user) if token == "" else token)
+        return c
+
+    yield open_client
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def cent_api(node_factory):
+    """`cent_api(node)` is the official `cent.AsyncClient` pointed at the node."""
+    clients: list[cent.AsyncClient] = []
+
+    def make(n: Node, api_key: str | None = None) -> cent.AsyncClient:
+        c = cent.AsyncClient(n.api_url, api_key if api_key is not None else n.api_key, timeout=T)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def sdk(node_factory):
+    """`sdk(node, **kwargs)` is the official `centrifuge.Client` for the node."""
+    clients: list[centrifuge.Client] = []
+
+    def make(n: Node, **kwargs) -> centrifuge.Client:
+        kwargs.setdefault("timeout", T)
+        kwargs.setdefault("proxy", None)
+        c = centrifuge.Client(n.ws_url, **kwargs)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        try:
+            await c.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
