@@ -417,7 +417,7 @@ fn disconnect(node: &Node, r: DisconnectReq) -> Result<Value, ApiError> {
     for conn in targets(node, &r.user, r.client.as_deref()) {
         let spared = conn
             .identity()
-            .is_some_and(|i| r.whitelist.iter().any(|w| *w == i.client));
+            .is_some_and(|i| r.whitelist.contains(&i.client));
         if !spared {
             conn.out.close(close);
         }

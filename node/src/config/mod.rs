@@ -52,8 +52,8 @@ pub struct NodeConfig {
 pub struct NamespaceOptions {
     /// `HERALD_HISTORY_SIZE`: publications kept per channel; 0 turns history off. Default 100.
     pub history_size: usize,
-    /// `HERALD_HISTORY_TTL` (seconds): how long a channel's history lives after its last
-    /// publication. Default 300.
+    /// `HERALD_HISTORY_TTL` (seconds): how long each publication stays in history (and so
+    /// stays recoverable). Default 300.
     pub history_ttl: Duration,
     /// `HERALD_PRESENCE`: keep who is subscribed. Default false.
     pub presence: bool,
