@@ -4,11 +4,13 @@
 //!
 //! # Layout
 //! - [`protocol`]: the Centrifugo v2 client protocol (JSON): commands, replies, pushes, codes.
+//! - [`codec`]: node-to-node envelopes (bincode 2 behind a version byte).
 //! - [`auth`]: JWT verification for connection and subscription tokens, and minting.
 //! - [`config`]: reading settings from the environment or a TOML file; exit code 64 on a bad value.
 //! - [`telemetry`]: tracing (plain or JSON) and the Prometheus recorder.
 
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod protocol;
 pub mod telemetry;
