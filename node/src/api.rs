@@ -8,12 +8,9 @@
 use crate::broker::HistoryQuery;
 use crate::node::Node;
 use crate::server::{json, Body};
-use crate::session::conn::{ChannelState, Conn};
-use crate::session::handler::{attach, unsubscribe_conn, AttachOptions, Failure};
 use bytes::Bytes;
-use herald_shared::protocol::codes::unsubscribe;
+use herald_shared::codec::Control;
 use herald_shared::protocol::command::WirePosition;
-use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
 use herald_shared::protocol::{
     DisconnectCode, ErrorCode, PresenceStatsResult, Publication, RawJson, StreamPosition,
 };
@@ -171,12 +168,12 @@ async fn run(node: &Arc<Node>, req: Request<Incoming>, method: &str) -> Result<V
         "broadcast" => broadcast(node, parse(body)?).await,
         "subscribe" => subscribe(node, parse(body)?).await,
         "unsubscribe" => unsubscribe_user(node, parse(body)?).await,
-        "disconnect" => disconnect(node, parse(body)?),
+        "disconnect" => disconnect(node, parse(body)?).await,
         "presence" => presence(node, parse(body)?).await,
         "presence_stats" => presence_stats(node, parse(body)?).await,
         "history" => history(node, parse(body)?).await,
         "history_remove" => history_remove(node, parse(body)?).await,
-        "channels" => Ok(channels(node, parse(body)?)),
+        "channels" => channels(node, parse(body)?).await,
         "info" => Ok(info(node)),
         _ => Err(ApiError::UnknownMethod(method.to_owned())),
     }
@@ -303,53 +300,17 @@ struct SubscribeReq {
     recover_since: Option<WirePosition>,
 }
 
-fn targets(node: &Node, user: &str, client: Option<&str>) -> Vec<Arc<Conn>> {
-    node.registry.find(user, client.filter(|c| !c.is_empty()))
-}
-
-async fn subscribe(node: &Node, r: SubscribeReq) -> Result<Value, ApiError> {
-    let ns = check_channel(node, &r.channel)?;
-    for conn in targets(node, &r.user, r.client.as_deref()) {
-        let already = conn
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&r.channel);
-        if already {
-            continue;
-        }
-        let state = ChannelState {
-            chan_info: r.info.clone(),
-            expires_at: 0,
-        };
-        let options = AttachOptions {
-            join_leave: false,
-            recover: r.recover_since.take_position(),
-            reject_unrecovered: false,
-        };
-        match attach(node, &conn, &r.channel, &ns, state, options).await {
-            Ok((result, up_to)) => {
-                conn.out.push(encode_subscribe_push(&r.channel, &result));
-                node.hub.go_live(&r.channel, conn.id, up_to);
-            }
-            Err(Failure::Error(c)) => return Err(c.into()),
-            Err(Failure::Close(_)) => return Err(ErrorCode::Internal.into()),
-        }
-    }
-    Ok(j!({}))
-}
-
-trait TakePosition {
-    fn take_position(&self) -> Option<StreamPosition>;
-}
-
-impl TakePosition for Option<WirePosition> {
-    fn take_position(&self) -> Option<StreamPosition> {
-        self.as_ref().map(|p| StreamPosition {
-            offset: p.offset,
-            epoch: p.epoch.clone(),
-        })
-    }
+async fn subscribe(node: &Arc<Node>, r: SubscribeReq) -> Result<Value, ApiError> {
+    check_channel(node, &r.channel)?;
+    let control = Control::Subscribe {
+        user: r.user,
+        channel: r.channel,
+        client: r.client,
+        info: r.info.map(|i| i.as_str().to_owned()),
+        recover_offset: r.recover_since.as_ref().map(|p| p.offset),
+        recover_epoch: r.recover_since.map(|p| p.epoch),
+    };
+    send_control(node, control).await
 }
 
 #[derive(Deserialize)]
@@ -360,18 +321,14 @@ struct UnsubscribeReq {
     client: Option<String>,
 }
 
-async fn unsubscribe_user(node: &Node, r: UnsubscribeReq) -> Result<Value, ApiError> {
+async fn unsubscribe_user(node: &Arc<Node>, r: UnsubscribeReq) -> Result<Value, ApiError> {
     check_channel(node, &r.channel)?;
-    for conn in targets(node, &r.user, r.client.as_deref()) {
-        if unsubscribe_conn(node, &conn, &r.channel).await {
-            conn.out.push(encode_unsubscribe_push(
-                &r.channel,
-                unsubscribe::SERVER,
-                "server unsubscribe",
-            ));
-        }
-    }
-    Ok(j!({}))
+    let control = Control::Unsubscribe {
+        user: r.user,
+        channel: r.channel,
+        client: r.client,
+    };
+    send_control(node, control).await
 }
 
 #[derive(Deserialize)]
@@ -388,40 +345,33 @@ struct DisconnectReq {
 #[derive(Deserialize)]
 struct CustomDisconnect {
     code: u16,
-    #[serde(default)]
-    reason: String,
 }
 
-fn disconnect(node: &Node, r: DisconnectReq) -> Result<Value, ApiError> {
-    let close = match r.disconnect {
-        None => DisconnectCode::ForceReconnect.into(),
-        Some(d) => {
-            if !(3000..5000).contains(&d.code) {
-                return Err(ApiError::BadRequest(
-                    "disconnect.code must be in 3000..4999".into(),
-                ));
-            }
-            let known = DisconnectCode::ALL.iter().find(|c| c.code() == d.code);
-            crate::session::outbound::CloseReason {
-                code: d.code,
-                // Close reasons are static: custom texts map to the known reason or a generic one.
-                reason: known.map(|c| c.reason()).unwrap_or(if d.reason.is_empty() {
-                    "disconnect"
-                } else {
-                    "server disconnect"
-                }),
-                push: true,
-            }
+async fn disconnect(node: &Arc<Node>, r: DisconnectReq) -> Result<Value, ApiError> {
+    let code = match r.disconnect {
+        None => DisconnectCode::ForceReconnect.code(),
+        Some(d) if (3000..5000).contains(&d.code) => d.code,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "disconnect.code must be in 3000..4999".into(),
+            ))
         }
     };
-    for conn in targets(node, &r.user, r.client.as_deref()) {
-        let spared = conn
-            .identity()
-            .is_some_and(|i| r.whitelist.contains(&i.client));
-        if !spared {
-            conn.out.close(close);
-        }
-    }
+    let control = Control::Disconnect {
+        user: r.user,
+        client: r.client,
+        whitelist: r.whitelist,
+        code,
+    };
+    send_control(node, control).await
+}
+
+/// Hands an action to every node (the embedded broker: applies it here).
+async fn send_control(node: &Arc<Node>, control: Control) -> Result<Value, ApiError> {
+    node.broker.control(node, control).await.map_err(|e| {
+        tracing::warn!(error = %e, "server API action not delivered");
+        ApiError::Protocol(ErrorCode::Internal)
+    })?;
     Ok(j!({}))
 }
 
@@ -477,13 +427,14 @@ async fn history(node: &Node, r: HistoryReq) -> Result<Value, ApiError> {
         return Err(ErrorCode::NotAvailable.into());
     }
     let query = HistoryQuery {
-        since: r.since.take_position(),
+        since: r.since.map(StreamPosition::from),
         limit: match r.limit {
             None => Some(0),
             Some(n) if n < 0 => None,
             Some(n) => Some(n as usize),
         },
         reverse: r.reverse,
+        establish_position: false,
     };
     let h = node
         .broker
@@ -536,32 +487,39 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-fn channels(node: &Node, r: ChannelsReq) -> Value {
-    let mut out: HashMap<String, Value> = HashMap::new();
-    for (name, n) in node.hub.channels() {
-        if r.pattern.as_deref().is_none_or(|p| glob(p, &name)) {
-            out.insert(name, j!({ "num_clients": n }));
-        }
-    }
-    j!({ "channels": out })
+async fn channels(node: &Node, r: ChannelsReq) -> Result<Value, ApiError> {
+    let all = node.broker.channels(node).await.map_err(|e| {
+        tracing::warn!(error = %e, "channels query failed");
+        ApiError::Protocol(ErrorCode::Internal)
+    })?;
+    let out: HashMap<String, Value> = all
+        .into_iter()
+        .filter(|(name, _)| r.pattern.as_deref().is_none_or(|p| glob(p, name)))
+        .map(|(name, n)| (name, j!({ "num_clients": n })))
+        .collect();
+    Ok(j!({ "channels": out }))
 }
 
 fn info(node: &Node) -> Value {
-    let conns = node.registry.all();
-    let channels = node.hub.channels();
-    j!({
-        "nodes": [{
-            "uid": node.config.node_id,
-            "name": node.config.node_id,
-            "version": env!("CARGO_PKG_VERSION"),
-            "num_clients": conns.len(),
-            "num_users": node.registry.num_users(),
-            "num_channels": channels.len(),
-            "num_subs": channels.iter().map(|(_, n)| n).sum::<usize>(),
-            "uptime": node.started.elapsed().as_secs(),
-            "broker": node.broker.kind(),
-        }]
-    })
+    let nodes: Vec<Value> = node
+        .broker
+        .nodes(node)
+        .into_iter()
+        .map(|s| {
+            j!({
+                "uid": s.id,
+                "name": s.id,
+                "version": s.version,
+                "num_clients": s.num_clients,
+                "num_users": s.num_users,
+                "num_channels": s.num_channels,
+                "num_subs": s.num_subs,
+                "uptime": s.uptime,
+                "draining": s.draining,
+            })
+        })
+        .collect();
+    j!({ "nodes": nodes, "broker": node.broker.kind() })
 }
 
 #[cfg(test)]

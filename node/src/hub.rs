@@ -28,6 +28,9 @@ struct Subscriber {
     pending: Option<Vec<(u64, Bytes)>>,
     /// Bytes held in `pending`, bounded like the outbound queue.
     pending_bytes: usize,
+    /// Offsets up to this one were in its subscribe reply: a live copy that arrives late
+    /// (it was in flight from the broker while history was read) is not sent again.
+    delivered_up_to: u64,
 }
 
 #[derive(Default)]
@@ -102,6 +105,7 @@ impl Hub {
             join_leave,
             pending: syncing.then(Vec::new),
             pending_bytes: 0,
+            delivered_up_to: 0,
         });
         first
     }
@@ -135,6 +139,7 @@ impl Hub {
         let Some(sub) = ch.subs.iter_mut().find(|s| s.conn_id == conn_id) else {
             return false;
         };
+        sub.delivered_up_to = delivered_up_to;
         if let Some(pending) = sub.pending.take() {
             sub.pending_bytes = 0;
             let newer = pending
@@ -169,6 +174,7 @@ impl Hub {
                         pending.push((offset, message.clone()));
                     }
                 }
+                None if offset != 0 && offset <= sub.delivered_up_to => {}
                 None => match sub.out.push(message.clone()) {
                     Pushed::Queued => f.delivered += 1,
                     Pushed::Slow => f.slow += 1,
@@ -197,6 +203,18 @@ impl Hub {
             }
         }
         f
+    }
+
+    /// Closes every local subscriber of `channel` with `code` (the channel's stream
+    /// could not be followed; they reconnect and recover).
+    pub fn close_channel(&self, channel: &str, code: herald_shared::protocol::DisconnectCode) {
+        let Some(entry) = self.channel(channel) else {
+            return;
+        };
+        let ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        for sub in ch.subs.iter() {
+            sub.out.close(code);
+        }
     }
 
     /// Whether any local connection is subscribed to `channel`.
@@ -262,6 +280,9 @@ mod tests {
         assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
         hub.publish("c", 9, &Bytes::from("p9"));
         assert_eq!(q.take().items.len(), 1);
+        // A late live copy of something the reply already carried is not sent again.
+        hub.publish("c", 6, &Bytes::from("p6"));
+        assert!(q.take().items.is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`session`]: one client connection: reader, writer, protocol handler, queue.
 //! - [`hub`]: local subscriptions and fan-out.
 //! - [`broker`]: offsets, history, presence; embedded or NATS.
-//! - [`api`]: the server API.
+//! - [`api`]: the server API; [`control`]: its actions on connections.
 //! - [`node`]: shared state of a running node.
 //! - [`metrics`]: metric names.
 //! - [`token_cmd`]: the `herald-node token` subcommand.
@@ -17,6 +17,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod hub;
 pub mod metrics;
 pub mod node;
@@ -33,10 +34,27 @@ use tokio_util::sync::CancellationToken;
 /// How long shutdown waits for connections to finish after closing them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// Builds the node's state for `config` (the Prometheus recorder is process-wide).
-pub fn build(config: config::NodeConfig) -> Result<Arc<Node>, node::NodeError> {
+/// Builds the node's state for `config`: the embedded broker, or NATS when
+/// `HERALD_NATS_URL` is set (the Prometheus recorder is process-wide).
+pub async fn build(config: config::NodeConfig) -> Result<Arc<Node>, node::NodeError> {
     let prometheus = herald_shared::telemetry::install_metrics_recorder();
-    Node::new(config, prometheus)
+    let hub = Arc::new(hub::Hub::new(config.limits.queue_max_bytes));
+    let broker = match &config.nats_url {
+        None => broker::Broker::Memory(broker::memory::MemoryBroker::new(hub.clone())),
+        Some(url) => broker::Broker::Nats(
+            broker::nats::NatsBroker::connect(
+                url,
+                &config.node_id,
+                hub.clone(),
+                config.namespaces.clone(),
+                config.cluster.clone(),
+            )
+            .await?,
+        ),
+    };
+    let node = Node::new(config, prometheus, hub, broker)?;
+    node.broker.start(&node);
+    Ok(node)
 }
 
 /// Serves on `listener` until `shutdown` fires, then closes every client with the
@@ -46,14 +64,13 @@ pub async fn run(
     config: config::NodeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let node = build(config)?;
+    let node = build(config).await?;
     serve(node, listener, shutdown).await;
     Ok(())
 }
 
 /// Runs an already built node (tests use this to keep a handle on the state).
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
-    let sweeper = tokio::spawn(sweep(node.clone()));
     let accept = tokio::spawn(server::accept_loop(node.clone(), listener));
     shutdown.cancelled().await;
     tracing::info!("shutting down: closing client connections");
@@ -69,18 +86,6 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
     {
         tracing::warn!("connections still open after the shutdown wait; exiting anyway");
     }
-    sweeper.abort();
+    node.broker.close().await;
     tracing::info!("stopped");
-}
-
-async fn sweep(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        match &node.broker {
-            broker::Broker::Memory(m) => {
-                m.sweep();
-            }
-        }
-    }
 }

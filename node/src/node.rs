@@ -1,7 +1,7 @@
 //! The node's shared state: configuration, hub, broker, verifier, the registry of
 //! connections, and the shutdown signals. One `Arc<Node>` is handed to every task.
 
-use crate::broker::{memory::MemoryBroker, Broker};
+use crate::broker::{Broker, BrokerError};
 use crate::config::NodeConfig;
 use crate::hub::Hub;
 use crate::metrics::NodeMetrics;
@@ -126,13 +126,19 @@ pub enum NodeError {
     /// The token key could not be used.
     #[error("token verification key: {0}")]
     Auth(#[from] AuthError),
+    /// The broker could not be set up.
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
 }
 
 impl Node {
-    /// Builds a node with the embedded broker.
-    pub fn new(config: NodeConfig, prometheus: PrometheusHandle) -> Result<Arc<Self>, NodeError> {
-        let hub = Arc::new(Hub::new(config.limits.queue_max_bytes));
-        let broker = Broker::Memory(MemoryBroker::new(hub.clone()));
+    /// Builds a node around its hub and broker (see [`crate::build`]).
+    pub fn new(
+        config: NodeConfig,
+        prometheus: PrometheusHandle,
+        hub: Arc<Hub>,
+        broker: Broker,
+    ) -> Result<Arc<Self>, NodeError> {
         let verifier = match &config.auth {
             Some(a) => Some(Verifier::new(a)?),
             None => None,

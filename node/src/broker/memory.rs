@@ -5,12 +5,13 @@
 //! random per stream: a restarted node (or a stream that expired) gets a new one, which
 //! is exactly what tells a recovering client that its position is gone.
 
+use super::presence::{stats, LocalPresence};
 use super::{HistoryQuery, PresenceStats};
 use crate::config::NamespaceOptions;
 use crate::hub::Hub;
 use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
 use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,8 +59,8 @@ pub struct MemoryBroker {
     hub: Arc<Hub>,
     /// Streams of channels with history.
     streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
-    /// Presence: channel → connection id → info.
-    presence: Mutex<HashMap<String, HashMap<String, ClientInfo>>>,
+    /// Presence of the members (all of them are local).
+    presence: LocalPresence,
 }
 
 impl MemoryBroker {
@@ -68,7 +69,7 @@ impl MemoryBroker {
         MemoryBroker {
             hub,
             streams: Mutex::new(HashMap::new()),
-            presence: Mutex::new(HashMap::new()),
+            presence: LocalPresence::default(),
         }
     }
 
@@ -78,6 +79,24 @@ impl MemoryBroker {
             .entry(channel.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Stream::new())))
             .clone()
+    }
+
+    /// Forgets expired streams every 10 s until the node stops.
+    pub fn start(&self, node: &Arc<crate::node::Node>) {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = node.stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let super::Broker::Memory(m) = &node.broker {
+                            m.sweep();
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Publishes; see [`super::Broker::publish`].
@@ -176,40 +195,22 @@ impl MemoryBroker {
 
     /// Adds presence.
     pub fn add_presence(&self, channel: &str, client: &str, info: &ClientInfo) {
-        let mut p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        p.entry(channel.to_owned())
-            .or_default()
-            .insert(client.to_owned(), info.clone());
+        self.presence.add(channel, client, info);
     }
 
     /// Removes presence.
     pub fn remove_presence(&self, channel: &str, client: &str) {
-        let mut p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = p.get_mut(channel) {
-            m.remove(client);
-            if m.is_empty() {
-                p.remove(channel);
-            }
-        }
+        self.presence.remove(channel, client);
     }
 
     /// Presence of a channel.
     pub fn presence(&self, channel: &str) -> HashMap<String, ClientInfo> {
-        let p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        p.get(channel).cloned().unwrap_or_default()
+        self.presence.get(channel)
     }
 
     /// Presence numbers of a channel.
     pub fn presence_stats(&self, channel: &str) -> PresenceStats {
-        let p = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(m) = p.get(channel) else {
-            return PresenceStats::default();
-        };
-        let users: HashSet<&str> = m.values().map(|i| i.user.as_str()).collect();
-        PresenceStats {
-            clients: m.len(),
-            users: users.len(),
-        }
+        stats(&self.presence.get(channel))
     }
 }
 

@@ -9,10 +9,15 @@
 //! broker's job to hand publications of one channel to the hub in offset order.
 
 pub mod memory;
+pub mod nats;
+pub mod presence;
 
 use crate::config::NamespaceOptions;
+use crate::node::Node;
+use herald_shared::codec::{Control, NodeStatus};
 use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Errors from the broker. They reach clients as "internal error" (retryable).
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,20 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
     /// Newest first.
     pub reverse: bool,
+    /// A subscriber needs a position to recover from later: make sure the channel has
+    /// one (the NATS broker writes a marker into an empty channel's stream).
+    pub establish_position: bool,
+}
+
+/// What a recovering subscriber gets.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// Every publication after the client's position, when `recovered`; else none.
+    pub publications: Vec<Publication>,
+    /// The channel's position now.
+    pub position: StreamPosition,
+    /// Whether `publications` is exactly what the client missed.
+    pub recovered: bool,
 }
 
 /// Presence numbers of a channel.
@@ -49,6 +68,8 @@ pub struct PresenceStats {
 pub enum Broker {
     /// Embedded, in-process.
     Memory(memory::MemoryBroker),
+    /// NATS and JetStream (cluster mode).
+    Nats(nats::NatsBroker),
 }
 
 impl Broker {
@@ -56,6 +77,15 @@ impl Broker {
     pub fn kind(&self) -> &'static str {
         match self {
             Broker::Memory(_) => "memory",
+            Broker::Nats(_) => "nats",
+        }
+    }
+
+    /// Starts background work that needs the node (NATS set-up, heartbeats, sweeping).
+    pub fn start(&self, node: &Arc<Node>) {
+        match self {
+            Broker::Memory(m) => m.start(node),
+            Broker::Nats(b) => b.start(node),
         }
     }
 
@@ -70,6 +100,7 @@ impl Broker {
     ) -> Result<StreamPosition, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.publish(channel, publication, ns, skip_history)),
+            Broker::Nats(b) => b.publish(channel, &publication, ns, skip_history).await,
         }
     }
 
@@ -85,6 +116,7 @@ impl Broker {
                 b.join_leave(channel, info, true, ns);
                 Ok(())
             }
+            Broker::Nats(b) => b.join_leave(channel, info, true, ns).await,
         }
     }
 
@@ -100,21 +132,25 @@ impl Broker {
                 b.join_leave(channel, info, false, ns);
                 Ok(())
             }
+            Broker::Nats(b) => b.join_leave(channel, info, false, ns).await,
         }
     }
 
-    /// This node starts serving `channel` (its first local subscriber arrived).
-    pub async fn subscribe(&self, _channel: &str) -> Result<(), BrokerError> {
+    /// This node serves `channel` (a local subscriber arrived). Returns once live
+    /// delivery is in place, so history read afterwards cannot miss anything.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
         match self {
             // Everything is local: the hub already sees every publication.
             Broker::Memory(_) => Ok(()),
+            Broker::Nats(b) => b.subscribe(channel).await,
         }
     }
 
-    /// This node stops serving `channel` (its last local subscriber left).
-    pub async fn unsubscribe(&self, _channel: &str) -> Result<(), BrokerError> {
+    /// This node's last local subscriber of `channel` left.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
         match self {
             Broker::Memory(_) => Ok(()),
+            Broker::Nats(b) => b.unsubscribe(channel).await,
         }
     }
 
@@ -127,7 +163,47 @@ impl Broker {
     ) -> Result<HistoryResult, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.history(channel, query, ns)),
+            Broker::Nats(b) => b.history(channel, query, ns).await,
         }
+    }
+
+    /// Everything published after `since`, and whether that is exactly what was missed.
+    /// Never a partial set: when something is gone, no publications at all.
+    pub async fn recover(
+        &self,
+        channel: &str,
+        since: &StreamPosition,
+        ns: &NamespaceOptions,
+    ) -> Result<Recovery, BrokerError> {
+        let query = HistoryQuery {
+            since: Some(since.clone()),
+            limit: None,
+            reverse: false,
+            establish_position: true,
+        };
+        let h = self.history(channel, &query, ns).await?;
+        let recovered = match self {
+            // Offsets are contiguous per channel here.
+            Broker::Memory(_) => {
+                since.epoch == h.epoch
+                    && since.offset <= h.offset
+                    && match h.publications.first() {
+                        Some(p) => p.offset == since.offset + 1,
+                        None => since.offset == h.offset,
+                    }
+            }
+            Broker::Nats(b) => b.recoverable(channel, since, h.offset, ns).await?,
+        };
+        let position = h.position();
+        Ok(Recovery {
+            publications: if recovered {
+                h.publications
+            } else {
+                Vec::new()
+            },
+            position,
+            recovered,
+        })
     }
 
     /// Drops a channel's history (its offsets continue; its epoch stays).
@@ -137,6 +213,7 @@ impl Broker {
                 b.remove_history(channel);
                 Ok(())
             }
+            Broker::Nats(b) => b.remove_history(channel).await,
         }
     }
 
@@ -148,21 +225,19 @@ impl Broker {
         info: &ClientInfo,
     ) -> Result<(), BrokerError> {
         match self {
-            Broker::Memory(b) => {
-                b.add_presence(channel, client, info);
-                Ok(())
-            }
+            Broker::Memory(b) => b.add_presence(channel, client, info),
+            Broker::Nats(b) => b.add_presence(channel, client, info),
         }
+        Ok(())
     }
 
     /// Removes connection `client` from `channel`'s presence.
     pub async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
         match self {
-            Broker::Memory(b) => {
-                b.remove_presence(channel, client);
-                Ok(())
-            }
+            Broker::Memory(b) => b.remove_presence(channel, client),
+            Broker::Nats(b) => b.remove_presence(channel, client),
         }
+        Ok(())
     }
 
     /// Who is present in `channel`: connection id → info.
@@ -172,6 +247,7 @@ impl Broker {
     ) -> Result<HashMap<String, ClientInfo>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.presence(channel)),
+            Broker::Nats(b) => b.presence(channel).await,
         }
     }
 
@@ -179,6 +255,39 @@ impl Broker {
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.presence_stats(channel)),
+            Broker::Nats(b) => b.presence_stats(channel).await,
+        }
+    }
+
+    /// Channels with subscribers, and how many (across the cluster).
+    pub async fn channels(&self, node: &Node) -> Result<HashMap<String, u64>, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(node
+                .hub
+                .channels()
+                .into_iter()
+                .map(|(c, n)| (c, n as u64))
+                .collect()),
+            Broker::Nats(b) => b.channels().await,
+        }
+    }
+
+    /// Every live node's status.
+    pub fn nodes(&self, node: &Node) -> Vec<NodeStatus> {
+        match self {
+            Broker::Memory(_) => vec![nats::node_status(node)],
+            Broker::Nats(b) => b.nodes(),
+        }
+    }
+
+    /// Applies a server API action on every node's connections.
+    pub async fn control(&self, node: &Arc<Node>, control: Control) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => {
+                crate::control::apply(node, control).await;
+                Ok(())
+            }
+            Broker::Nats(b) => b.control(control).await,
         }
     }
 
@@ -186,6 +295,14 @@ impl Broker {
     pub fn ready(&self) -> Result<(), String> {
         match self {
             Broker::Memory(_) => Ok(()),
+            Broker::Nats(b) => b.ready(),
+        }
+    }
+
+    /// Lets go of the broker at shutdown (NATS: drain the connection).
+    pub async fn close(&self) {
+        if let Broker::Nats(b) = self {
+            b.close().await;
         }
     }
 }

@@ -128,6 +128,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
     let expiry_grace = s.secs_in(ENV_EXPIRY_GRACE, DEFAULT_EXPIRY_GRACE, ..=MAX_EXPIRY_GRACE);
     let log_format = s.parse(ENV_LOG_FORMAT, LogFormat::default());
     let auth = auth(&mut s);
+    let cluster = super::cluster::cluster(&mut s);
     s.finish()?;
     Ok(NodeConfig {
         listen,
@@ -142,6 +143,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         pong_timeout,
         expiry_grace,
         log_format,
+        cluster,
     })
 }
 

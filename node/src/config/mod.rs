@@ -5,8 +5,10 @@
 //! bad value is reported, naming the setting, before the binary exits with code 64.
 //! The README's configuration table lists the same names, defaults and meanings.
 
+mod cluster;
 mod load;
 
+pub use cluster::ClusterOptions;
 pub use load::load;
 
 use herald_shared::auth::AuthConfig;
@@ -45,6 +47,8 @@ pub struct NodeConfig {
     pub expiry_grace: Duration,
     /// `HERALD_LOG_FORMAT`: `plain` or `json`. Default `plain`. (`RUST_LOG` filters.)
     pub log_format: herald_shared::telemetry::LogFormat,
+    /// How the node uses NATS (only read when `nats_url` is set).
+    pub cluster: ClusterOptions,
 }
 
 /// Options of one namespace (`ns:` prefix of a channel name).
@@ -180,6 +184,7 @@ impl NodeConfig {
             pong_timeout: Duration::from_secs(8),
             expiry_grace: Duration::from_secs(5),
             log_format: herald_shared::telemetry::LogFormat::Plain,
+            cluster: ClusterOptions::default(),
         }
     }
 }

@@ -442,6 +442,7 @@ impl Session {
                 n => Some(n as usize),
             },
             reverse: req.reverse,
+            establish_position: false,
         };
         let h = self
             .node
@@ -579,57 +580,59 @@ pub async fn attach(
     state: ChannelState,
     options: AttachOptions,
 ) -> Result<(SubscribeResult, u64), Failure> {
-    let first = node.hub.add(
+    node.hub.add(
         channel,
         conn.id,
         conn.out.clone(),
         options.join_leave && ns.join_leave,
         true,
     );
-    if first {
-        if let Err(e) = node.broker.subscribe(channel).await {
-            tracing::warn!(channel = %channel, error = %e, "broker subscribe failed");
-            detach_hub(node, conn, channel).await;
-            return Err(ErrorCode::Internal.into());
-        }
+    // Every subscriber waits for the broker: the first one starts live delivery, the
+    // others must not read history before it is in place.
+    if let Err(e) = node.broker.subscribe(channel).await {
+        tracing::warn!(channel = %channel, error = %e, "broker subscribe failed");
+        detach_hub(node, conn, channel).await;
+        return Err(ErrorCode::Internal.into());
     }
 
     let mut result = SubscribeResult::default();
     let mut delivered_up_to = 0;
     if ns.has_history() {
-        let query = HistoryQuery {
-            since: options.recover.clone(),
-            limit: if options.recover.is_some() {
-                None
-            } else {
-                Some(0)
+        let (position, publications, recovered) = match &options.recover {
+            Some(since) => match node.broker.recover(channel, since, ns).await {
+                Ok(r) => (r.position, r.publications, Some(r.recovered)),
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "recovery read failed");
+                    detach_hub(node, conn, channel).await;
+                    return Err(ErrorCode::Internal.into());
+                }
             },
-            reverse: false,
-        };
-        let history = match node.broker.history(channel, &query, ns).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(channel = %channel, error = %e, "history read failed");
-                detach_hub(node, conn, channel).await;
-                return Err(ErrorCode::Internal.into());
+            None => {
+                let query = HistoryQuery {
+                    limit: Some(0),
+                    establish_position: true,
+                    ..Default::default()
+                };
+                match node.broker.history(channel, &query, ns).await {
+                    Ok(h) => (h.position(), Vec::new(), None),
+                    Err(e) => {
+                        tracing::warn!(channel = %channel, error = %e, "position read failed");
+                        detach_hub(node, conn, channel).await;
+                        return Err(ErrorCode::Internal.into());
+                    }
+                }
             }
         };
-        delivered_up_to = history.offset;
-        result.epoch = history.epoch.clone();
-        result.offset = history.offset;
+        delivered_up_to = position.offset;
+        result.epoch = position.epoch;
+        result.offset = position.offset;
         result.recoverable = ns.recovery;
         result.positioned = true;
-        if let Some(since) = &options.recover {
+        if let Some(recovered) = recovered {
             result.was_recovering = true;
-            let complete = since.epoch == history.epoch
-                && since.offset <= history.offset
-                && match history.publications.first() {
-                    Some(p) => p.offset == since.offset + 1,
-                    None => since.offset == history.offset,
-                };
-            if complete {
+            if recovered {
                 result.recovered = true;
-                result.publications = history.publications;
+                result.publications = publications;
             } else if options.reject_unrecovered {
                 detach_hub(node, conn, channel).await;
                 return Err(ErrorCode::UnrecoverablePosition.into());

@@ -1,0 +1,328 @@
+//! Listening to channels: one NATS subscription and one task per channel this node
+//! serves, started by the first local subscriber and stopped a while after the last.
+//!
+//! The task hands publications to the hub in order. For namespaces with history each
+//! message carries its stream sequence and the previous sequence of its subject; when
+//! the previous one was never seen here (NATS dropped it, or the connection was down)
+//! the task reads the missing ones from JetStream before going on, so subscribers
+//! never see a gap.
+
+use super::{subjects, Inner, MARKER_HEADER};
+use crate::broker::BrokerError;
+use async_nats::Message;
+use futures_util::StreamExt;
+use herald_shared::codec::{self, Envelope};
+use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
+use herald_shared::protocol::{DisconnectCode, Publication};
+use std::sync::Arc;
+use tokio::sync::{oneshot, OnceCell};
+
+/// One channel this node listens to.
+pub struct LiveChannel {
+    /// Set once the NATS subscription is active at the server.
+    ready: OnceCell<()>,
+    /// Asks the task to catch up with the stream (after a reconnect); answered when done.
+    catch_up: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<()>>,
+    catch_up_rx:
+        std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<oneshot::Sender<()>>>>,
+    /// The task; aborted when the node stops listening.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for LiveChannel {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
+    }
+}
+
+/// Starts listening to `channel` unless already listening; returns once the
+/// subscription is active at the NATS server, so history read afterwards cannot miss
+/// a publication that is not delivered live.
+pub async fn subscribe(inner: &Arc<Inner>, channel: &str) -> Result<(), BrokerError> {
+    let entry = {
+        let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.entry(channel.to_owned())
+            .or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                Arc::new(LiveChannel {
+                    ready: OnceCell::new(),
+                    catch_up: tx,
+                    catch_up_rx: std::sync::Mutex::new(Some(rx)),
+                    task: std::sync::Mutex::new(None),
+                })
+            })
+            .clone()
+    };
+    entry
+        .ready
+        .get_or_try_init(|| start(inner.clone(), channel.to_owned(), entry.clone()))
+        .await?;
+    Ok(())
+}
+
+async fn start(
+    inner: Arc<Inner>,
+    channel: String,
+    entry: Arc<LiveChannel>,
+) -> Result<(), BrokerError> {
+    let history = inner
+        .ns_options(&channel)
+        .is_some_and(|ns| ns.has_history());
+    let subject = subjects::delivery_subject(&channel, history);
+    let sub = inner
+        .client
+        .subscribe(subject)
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+    // The subscription must be active before anyone reads history.
+    inner
+        .client
+        .flush()
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+    let baseline = if history {
+        let s = inner.ns_stream(&channel)?;
+        inner
+            .last_seq(&s.stream, &subjects::publish_subject(&channel))
+            .await?
+    } else {
+        0
+    };
+    let rx = entry
+        .catch_up_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or_else(|| BrokerError::Internal("channel task started twice".into()))?;
+    let task = tokio::spawn(run(inner.clone(), channel, history, sub, rx, baseline));
+    *entry.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    Ok(())
+}
+
+/// Stops listening after the configured delay unless a subscriber came back.
+pub fn schedule_unsubscribe(inner: &Arc<Inner>, channel: &str) {
+    let inner = inner.clone();
+    let channel = channel.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(inner.opts.unsubscribe_delay).await;
+        let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        // The hub is the truth: a subscriber in the middle of subscribing is already there.
+        if !inner.hub.has_subscribers(&channel) {
+            live.remove(&channel);
+        }
+    });
+}
+
+/// Asks every channel task to catch up with its stream; returns when all did.
+pub async fn catch_up_all(inner: &Arc<Inner>) {
+    let entries: Vec<Arc<LiveChannel>> = inner
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for e in entries {
+        let (tx, rx) = oneshot::channel();
+        if e.catch_up.send(tx).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Where the task stands in its channel's stream.
+struct Cursor {
+    /// Newest sequence when listening started.
+    baseline: u64,
+    /// Newest sequence handed to the hub.
+    delivered: u64,
+}
+
+impl Cursor {
+    fn seen(&self) -> u64 {
+        self.baseline.max(self.delivered)
+    }
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    channel: String,
+    history: bool,
+    mut sub: async_nats::Subscriber,
+    mut catch_up: tokio::sync::mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    baseline: u64,
+) {
+    let mut cursor = Cursor {
+        baseline,
+        delivered: 0,
+    };
+    loop {
+        tokio::select! {
+            msg = sub.next() => {
+                let Some(msg) = msg else { break };
+                handle(&inner, &channel, history, &mut cursor, msg).await;
+            }
+            Some(done) = catch_up.recv() => {
+                if history {
+                    repair_to_newest(&inner, &channel, &mut cursor).await;
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn header_u64(msg: &Message, name: &str) -> Option<u64> {
+    msg.headers
+        .as_ref()?
+        .get(name)
+        .and_then(|v| v.as_str().parse().ok())
+}
+
+async fn handle(
+    inner: &Arc<Inner>,
+    channel: &str,
+    history: bool,
+    cursor: &mut Cursor,
+    msg: Message,
+) {
+    let force_jl = inner
+        .ns_options(channel)
+        .is_some_and(|ns| ns.force_push_join_leave);
+    if let (true, Some(seq)) = (history, header_u64(&msg, "Nats-Sequence")) {
+        let prev = header_u64(&msg, "Nats-Last-Sequence").unwrap_or(0);
+        if seq <= cursor.delivered {
+            return; // already delivered by a repair
+        }
+        if prev > cursor.seen() {
+            repair(inner, channel, cursor, seq).await;
+        }
+        cursor.delivered = seq;
+        let marker = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(MARKER_HEADER).is_some());
+        if !marker {
+            deliver_bytes(inner, channel, seq, &msg.payload);
+        }
+        return;
+    }
+    if msg.payload.first().is_some_and(|b| *b < 0x09) {
+        match codec::decode(&msg.payload) {
+            Ok(Envelope::Join(w)) => match w.to_info() {
+                Ok(info) => {
+                    inner
+                        .hub
+                        .join_leave(channel, &encode_join_push(channel, &info), force_jl);
+                }
+                Err(e) => tracing::warn!(channel, error = %e, "bad join envelope"),
+            },
+            Ok(Envelope::Leave(w)) => match w.to_info() {
+                Ok(info) => {
+                    inner
+                        .hub
+                        .join_leave(channel, &encode_leave_push(channel, &info), force_jl);
+                }
+                Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
+            },
+            Ok(Envelope::Publication(_)) => deliver_bytes(inner, channel, 0, &msg.payload),
+            Ok(other) => {
+                tracing::warn!(channel, kind = ?std::mem::discriminant(&other), "unexpected envelope on a channel subject")
+            }
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "undecodable message on a channel subject")
+            }
+        }
+        return;
+    }
+    // Plain JSON from a backend, on a channel without history.
+    deliver_bytes(inner, channel, 0, &msg.payload);
+}
+
+fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
+    match codec::decode_publication(payload) {
+        Ok(mut p) => {
+            p.offset = offset;
+            deliver(inner, channel, &p);
+        }
+        Err(e) => tracing::warn!(channel, offset, error = %e, "skipping undecodable publication"),
+    }
+}
+
+fn deliver(inner: &Inner, channel: &str, p: &Publication) {
+    let bytes = encode_pub_push(channel, p);
+    let f = inner.hub.publish(channel, p.offset, &bytes);
+    if let Some(node) = inner.node() {
+        node.metrics.deliveries.increment(f.delivered as u64);
+        node.metrics.slow_consumer_drops.increment(f.slow as u64);
+    }
+}
+
+/// Reads and delivers the stored messages between what was seen and `before`.
+async fn repair(inner: &Arc<Inner>, channel: &str, cursor: &mut Cursor, before: u64) {
+    let from = cursor.seen();
+    if before <= from + 1 {
+        return;
+    }
+    tracing::info!(
+        channel,
+        from,
+        to = before,
+        "live gap: reading missed publications from JetStream"
+    );
+    let result = match inner.ns_stream(channel) {
+        Ok(s) => {
+            inner
+                .read_range(
+                    &s.stream,
+                    &subjects::publish_subject(channel),
+                    from,
+                    before - 1,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(pubs) => {
+            for p in pubs {
+                deliver(inner, channel, &p);
+                cursor.delivered = p.offset;
+            }
+        }
+        Err(e) => {
+            // Cannot fill the gap: subscribers must resubscribe and recover themselves.
+            tracing::warn!(channel, error = %e, "cannot read missed publications; closing subscribers");
+            inner
+                .hub
+                .close_channel(channel, DisconnectCode::InsufficientState);
+        }
+    }
+}
+
+/// After a reconnect: deliver whatever was stored while this node was away.
+async fn repair_to_newest(inner: &Arc<Inner>, channel: &str, cursor: &mut Cursor) {
+    let newest = match inner.ns_stream(channel) {
+        Ok(s) => {
+            inner
+                .last_seq(&s.stream, &subjects::publish_subject(channel))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match newest {
+        Ok(n) if n > cursor.seen() => {
+            repair(inner, channel, cursor, n + 1).await;
+            cursor.delivered = cursor.delivered.max(n);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "cannot check for missed publications; closing subscribers");
+            inner
+                .hub
+                .close_channel(channel, DisconnectCode::InsufficientState);
+        }
+    }
+}
