@@ -345,12 +345,23 @@ struct DisconnectReq {
 #[derive(Deserialize)]
 struct CustomDisconnect {
     code: u16,
+    #[serde(default)]
+    reason: String,
 }
 
+/// Longest close reason a WebSocket close frame can carry.
+const MAX_CLOSE_REASON: usize = 123;
+
 async fn disconnect(node: &Arc<Node>, r: DisconnectReq) -> Result<Value, ApiError> {
-    let code = match r.disconnect {
-        None => DisconnectCode::ForceReconnect.code(),
-        Some(d) if (3000..5000).contains(&d.code) => d.code,
+    let (code, reason) = match r.disconnect {
+        None => (DisconnectCode::ForceReconnect.code(), String::new()),
+        // A WebSocket close reason holds at most 123 bytes.
+        Some(d) if d.reason.len() > MAX_CLOSE_REASON => {
+            return Err(ApiError::BadRequest(format!(
+                "disconnect.reason must be at most {MAX_CLOSE_REASON} bytes"
+            )))
+        }
+        Some(d) if (3000..5000).contains(&d.code) => (d.code, d.reason),
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "disconnect.code must be in 3000..4999".into(),
@@ -362,6 +373,7 @@ async fn disconnect(node: &Arc<Node>, r: DisconnectReq) -> Result<Value, ApiErro
         client: r.client,
         whitelist: r.whitelist,
         code,
+        reason,
     };
     send_control(node, control).await
 }

@@ -11,6 +11,7 @@ use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
 use herald_shared::protocol::{DisconnectCode, RawJson, StreamPosition};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Applies an action to this node's matching connections.
@@ -21,8 +22,9 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
             client,
             whitelist,
             code,
+            reason,
         } => {
-            let close = close_reason(code);
+            let close = close_reason(code, reason);
             for conn in node
                 .registry
                 .find(&user, client.as_deref().filter(|c| !c.is_empty()))
@@ -31,7 +33,7 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
                     .identity()
                     .is_some_and(|i| whitelist.contains(&i.client));
                 if !spared {
-                    conn.out.close(close);
+                    conn.out.close(close.clone());
                 }
             }
         }
@@ -105,13 +107,16 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
 }
 
 /// The close for a disconnect code: known codes keep their protocol reason.
-fn close_reason(code: u16) -> CloseReason {
-    match DisconnectCode::ALL.iter().find(|c| c.code() == code) {
-        Some(known) => (*known).into(),
-        None => CloseReason {
-            code,
-            reason: "server disconnect",
-            push: true,
-        },
+fn close_reason(code: u16, reason: String) -> CloseReason {
+    let known = DisconnectCode::ALL.iter().find(|c| c.code() == code);
+    let reason = match (reason.is_empty(), known) {
+        (false, _) => Cow::Owned(reason),
+        (true, Some(known)) => Cow::Borrowed(known.reason()),
+        (true, None) => Cow::Borrowed("server disconnect"),
+    };
+    CloseReason {
+        code,
+        reason,
+        push: true,
     }
 }

@@ -45,6 +45,10 @@ pub struct Hub {
     shards: Box<[Shard]>,
     /// Bound on bytes held back for one syncing subscriber.
     max_pending_bytes: usize,
+    /// `herald_node_deliveries_total`, counted here so every broker's fan-out counts.
+    deliveries: metrics::Counter,
+    /// `herald_node_slow_consumer_drops_total`.
+    slow: metrics::Counter,
 }
 
 /// What a fan-out did.
@@ -68,11 +72,25 @@ fn shard_of(channel: &str) -> usize {
 
 impl Hub {
     /// An empty hub; `max_pending_bytes` bounds what is held for one syncing subscriber.
+    /// Fan-out is counted in the metrics recorder installed at this point (none: not
+    /// counted).
     pub fn new(max_pending_bytes: usize) -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             max_pending_bytes,
+            deliveries: metrics::counter!(crate::metrics::DELIVERIES),
+            slow: metrics::counter!(crate::metrics::SLOW_CONSUMER_DROPS),
         }
+    }
+
+    fn count(&self, f: Fanout) -> Fanout {
+        if f.delivered > 0 {
+            self.deliveries.increment(f.delivered as u64);
+        }
+        if f.slow > 0 {
+            self.slow.increment(f.slow as u64);
+        }
+        f
     }
 
     fn channel(&self, channel: &str) -> Option<Arc<Mutex<Channel>>> {
@@ -182,7 +200,7 @@ impl Hub {
                 },
             }
         }
-        f
+        self.count(f)
     }
 
     /// Delivers a join or leave push to the subscribers that want them (`force`: all).
@@ -202,7 +220,7 @@ impl Hub {
                 Pushed::Closing => {}
             }
         }
-        f
+        self.count(f)
     }
 
     /// Closes every local subscriber of `channel` with `code` (the channel's stream

@@ -32,6 +32,7 @@ pub const UPGRADES_REFUSED: &str = "herald_node_upgrades_refused_total";
 
 /// Handles for the metrics touched on every message.
 #[derive(Clone)]
+/// Fan-out counters ([`DELIVERIES`], [`SLOW_CONSUMER_DROPS`]) live in the hub.
 pub struct NodeMetrics {
     /// See [`CONNECTIONS`].
     pub connections: Gauge,
@@ -39,14 +40,10 @@ pub struct NodeMetrics {
     pub subscriptions: Gauge,
     /// See [`PUBLICATIONS`].
     pub publications: Counter,
-    /// See [`DELIVERIES`].
-    pub deliveries: Counter,
     /// See [`BYTES_IN`].
     pub bytes_in: Counter,
     /// See [`BYTES_OUT`].
     pub bytes_out: Counter,
-    /// See [`SLOW_CONSUMER_DROPS`].
-    pub slow_consumer_drops: Counter,
 }
 
 impl NodeMetrics {
@@ -57,10 +54,8 @@ impl NodeMetrics {
             connections: gauge!(CONNECTIONS),
             subscriptions: gauge!(SUBSCRIPTIONS),
             publications: counter!(PUBLICATIONS),
-            deliveries: counter!(DELIVERIES),
             bytes_in: counter!(BYTES_IN),
             bytes_out: counter!(BYTES_OUT),
-            slow_consumer_drops: counter!(SLOW_CONSUMER_DROPS),
         }
     }
 }

@@ -71,6 +71,8 @@ pub enum Control {
         client: Option<String>,
         whitelist: Vec<String>,
         code: u16,
+        /// Custom reason text; empty: the code's own.
+        reason: String,
     },
     /// Subscribe the user's connections to a channel.
     Subscribe {
@@ -243,6 +245,7 @@ mod tests {
                 client: None,
                 whitelist: vec!["a".into()],
                 code: 3011,
+                reason: "bye".into(),
             }),
             Envelope::Heartbeat(NodeStatus {
                 id: "n1".into(),

@@ -47,7 +47,7 @@ mod ws_close {
 fn transport_close(code: u16, reason: &'static str) -> CloseReason {
     CloseReason {
         code,
-        reason,
+        reason: reason.into(),
         push: false,
     }
 }
@@ -69,7 +69,7 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>, remote: So
         // The reader is done: make sure the writer ends too, then clean up.
         conn.out.close(CloseReason {
             code: 1000,
-            reason: "",
+            reason: "".into(),
             push: false,
         });
         let code = writer.await.ok().flatten();

@@ -13,17 +13,18 @@
 
 use bytes::Bytes;
 use herald_shared::protocol::DisconnectCode;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
 /// Why and how a connection is being closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloseReason {
     /// WebSocket close code (a protocol disconnect code, or an RFC 6455 code like 1009).
     pub code: u16,
-    /// Close reason text.
-    pub reason: &'static str,
+    /// Close reason text (a custom one comes from the server API).
+    pub reason: Cow<'static, str>,
     /// Whether to send a `disconnect` push before the close frame (protocol codes only).
     pub push: bool,
 }
@@ -32,7 +33,7 @@ impl From<DisconnectCode> for CloseReason {
     fn from(code: DisconnectCode) -> Self {
         CloseReason {
             code: code.code(),
-            reason: code.reason(),
+            reason: Cow::Borrowed(code.reason()),
             push: true,
         }
     }

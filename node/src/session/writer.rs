@@ -164,7 +164,7 @@ fn next_deadline(
 /// Sends the `disconnect` push (protocol codes) and the close frame.
 async fn send_close<W: AsyncWrite + Unpin>(ws: &mut WebSocketWrite<W>, close: CloseReason) -> u16 {
     if close.push {
-        let push = encode_disconnect_push(close.code, close.reason, reconnect_allowed(close.code));
+        let push = encode_disconnect_push(close.code, &close.reason, reconnect_allowed(close.code));
         let _ = ws.write_frame(Frame::text(Payload::Borrowed(&push))).await;
     }
     let _ = ws

@@ -253,11 +253,7 @@ fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
 
 fn deliver(inner: &Inner, channel: &str, p: &Publication) {
     let bytes = encode_pub_push(channel, p);
-    let f = inner.hub.publish(channel, p.offset, &bytes);
-    if let Some(node) = inner.node() {
-        node.metrics.deliveries.increment(f.delivered as u64);
-        node.metrics.slow_consumer_drops.increment(f.slow as u64);
-    }
+    inner.hub.publish(channel, p.offset, &bytes);
 }
 
 /// Reads and delivers the stored messages between what was seen and `before`.
