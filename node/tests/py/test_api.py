@@ -4,6 +4,7 @@ raw HTTP for what `cent` cannot send (bad keys, bad bodies)."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import cent
 import pytest
@@ -56,7 +57,10 @@ async def test_invalid_json_body_is_400_with_a_json_reason(node):
     r = await api_post(node, "publish", '{"channel": "x", "data": ')
     assert r.status == 400, (r.status, r.text)
     body = r.json()
-    assert "json" in r.text.lower(), f"the reason should say the body is not valid JSON: {body}"
+    message = body.get("error", {}).get("message", "")
+    assert isinstance(body["error"].get("code"), int), body
+    # Names the problem: the parser's complaint and where, not just "bad request".
+    assert re.search(r"json|line \d+|column \d+", message, re.I), body
 
 
 async def test_missing_required_field_is_400_naming_it(node):

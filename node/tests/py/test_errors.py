@@ -92,7 +92,7 @@ async def test_oversize_message_is_closed_1009(node_factory, raw, limit):
     cmd = {"id": 2, "publish": {"channel": "big", "data": {"pad": ""}}}
     overhead = len(json.dumps(cmd))
     # Exactly at the limit: accepted (answered, here with "permission denied").
-    cmd["data"]["pad"] = "x" * (size - overhead)
+    cmd["publish"]["data"]["pad"] = "x" * (size - overhead)
     frame = json.dumps(cmd)
     assert len(frame.encode()) == size
     await c.send_raw(frame)
@@ -100,7 +100,7 @@ async def test_oversize_message_is_closed_1009(node_factory, raw, limit):
     assert "error" in at_limit or "publish" in at_limit, at_limit
     # One byte more: closed with 1009 (message too big).
     cmd["id"] = 3
-    cmd["data"]["pad"] += "x"
+    cmd["publish"]["data"]["pad"] += "x"
     await c.send_raw(json.dumps(cmd))
     await c.expect_disconnect(1009)
     assert 3 not in c.replies
