@@ -37,7 +37,7 @@ impl TestNode {
         tweak(&mut config);
         let listener = herald_node::server::bind(config.listen).expect("bind");
         let addr = listener.local_addr().unwrap();
-        let node = herald_node::build(config).expect("node");
+        let node = herald_node::build(config).await.expect("node");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(herald_node::serve(node.clone(), listener, shutdown.clone()));
         TestNode {

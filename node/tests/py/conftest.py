@@ -63,6 +63,8 @@ def node_factory(request, tmp_path, node_bin):
 
     failures = []
     for n in nodes:
+        if n.killed:
+            continue
         try:
             rc = n.stop() if n.running() else n.wait_exit()
         except AssertionError as e:
@@ -139,3 +141,68 @@ async def sdk(node_factory):
             await c.disconnect()
         except Exception:  # noqa: BLE001
             pass
+
+
+@pytest.fixture
+def nats(tmp_path):
+    """One real nats-server with JetStream on a free port."""
+    from natsutil import NatsServer
+
+    server = NatsServer(tmp_path, "nats")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path):
+    """Three real nats-servers routed into one cluster, JetStream on each."""
+    from natsutil import start_cluster
+
+    servers = start_cluster(tmp_path)
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def cluster(node_factory):
+    """`cluster(nats_url, n=3, **env)` starts n nodes on that NATS with quick cluster
+    timings (heartbeat 0.5 s, dead after 2 s, unsubscribe 0.5 s after the last leaves)."""
+
+    def start(nats_url: str, n: int = 3, **env):
+        settings = {
+            "HERALD_NATS_URL": nats_url,
+            "HERALD_NODE_HEARTBEAT": "0.5",
+            "HERALD_NODE_TIMEOUT": "2",
+            "HERALD_UNSUBSCRIBE_DELAY": "0.5",
+        }
+        settings.update(env)
+        nodes = []
+        for i in range(n):
+            node = node_factory(**{**settings, "HERALD_NODE_ID": f"n{i}"})
+            nodes.append(node)
+            # One secret and key across the cluster, as a deployment has.
+            settings.setdefault("HERALD_TOKEN_HMAC_SECRET", node.secret)
+            settings.setdefault("HERALD_API_KEY", node.api_key)
+        for node in nodes:  # as a load balancer would: use a node once it is ready
+            wait_ready(node)
+        return nodes
+
+    return start
+
+
+def wait_ready(node, timeout: float = 3 * T) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{node.http_url}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"{node.name} not ready within {timeout}s: {last}\n{node.log_text()}")

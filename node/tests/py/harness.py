@@ -67,6 +67,7 @@ class Node:
         self._log = open(log_path, "w", encoding="utf-8", errors="replace")
         self._listening = threading.Event()
         self.addr: Optional[str] = None
+        self.killed = False  # set by kill(): teardown expects no clean exit
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         full_env.setdefault("RUST_LOG", os.environ.get("HERALD_TEST_RUST_LOG", "info"))
         full_env.update(env)
@@ -137,6 +138,15 @@ class Node:
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    def kill(self) -> int:
+        """SIGKILL (a crash): no drain, no goodbye. Returns once the process is gone."""
+        self.killed = True
+        if self.running():
+            self.proc.kill()
+        rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        self._join_drains()
+        return rc
 
     def terminate(self) -> None:
         """Sends SIGTERM (what an orchestrator does)."""

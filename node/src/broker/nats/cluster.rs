@@ -27,9 +27,12 @@ pub struct Peers {
 }
 
 impl Peers {
-    fn seen(&self, status: NodeStatus) {
+    /// Records a heartbeat; true when the node was not known (new, or back after
+    /// being counted dead).
+    fn seen(&self, status: NodeStatus) -> bool {
         let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        p.insert(status.id.clone(), (status, Instant::now()));
+        p.insert(status.id.clone(), (status, Instant::now()))
+            .is_none()
     }
 
     /// Nodes heard from within `timeout`.
@@ -89,17 +92,37 @@ pub async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             }
         }
     }
+    // Learn the cluster before serving: a presence query asks every node it knows of,
+    // so a node that answered before hearing the others would report a partial room.
+    // Peers answer a newcomer's first heartbeat at once; every peer beats within one
+    // interval anyway.
+    heartbeat(&inner).await;
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(inner.opts.heartbeat) => {}
+    }
     inner.set_up.store(true, Ordering::Release);
-    tracing::info!("NATS set-up complete");
+    tracing::info!(
+        peers = inner.peers.alive(inner.opts.node_timeout).len(),
+        "NATS set-up complete"
+    );
     let mut tick = tokio::time::interval(inner.opts.heartbeat);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                let env = Envelope::Heartbeat(local_status(&inner));
-                let _ = inner.client.publish(subjects::HEARTBEAT, Bytes::from(codec::encode(&env))).await;
-            }
+            _ = tick.tick() => heartbeat(&inner).await,
         }
+    }
+}
+
+async fn heartbeat(inner: &Inner) {
+    let env = Envelope::Heartbeat(local_status(inner));
+    if let Err(e) = inner
+        .client
+        .publish(subjects::HEARTBEAT, Bytes::from(codec::encode(&env)))
+        .await
+    {
+        tracing::debug!(error = %e, "heartbeat not sent");
     }
 }
 
@@ -223,7 +246,13 @@ async fn listen(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
             }
         };
         match env {
-            Envelope::Heartbeat(status) => inner.peers.seen(status),
+            Envelope::Heartbeat(status) => {
+                let newcomer = status.id != inner.node_id;
+                if inner.peers.seen(status) && newcomer {
+                    // Tell the newcomer about this node now rather than at the next beat.
+                    heartbeat(&inner).await;
+                }
+            }
             Envelope::Control(c) => {
                 if let Some(node) = inner.node() {
                     tokio::spawn(async move { crate::control::apply(&node, c).await });

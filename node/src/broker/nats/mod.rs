@@ -106,9 +106,13 @@ impl NatsBroker {
                     }
                 }
             });
-        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BrokerError::Unavailable(format!("HERALD_NATS_URL: {e}")))?;
         let client = options
-            .connect(urls.join(","))
+            .connect(servers)
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
@@ -156,8 +160,27 @@ impl NatsBroker {
         Ok(())
     }
 
-    fn ensure_connected(&self) -> Result<(), BrokerError> {
-        self.ready().map_err(BrokerError::Unavailable)
+    /// Waits (up to the publish timeout) until NATS is connected and the streams are
+    /// set up: a node that just started, or whose NATS server is failing over, makes
+    /// callers wait briefly instead of failing them at once.
+    async fn ensure_connected(&self) -> Result<(), BrokerError> {
+        let i = &self.inner;
+        let deadline = tokio::time::Instant::now() + i.opts.publish_timeout;
+        loop {
+            let problem = if !i.connected.load(Ordering::Acquire)
+                || i.client.connection_state() != async_nats::connection::State::Connected
+            {
+                "NATS is not connected"
+            } else if !i.set_up.load(Ordering::Acquire) {
+                "JetStream streams are not set up yet"
+            } else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Unavailable(problem.into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Publishes; see [`super::Broker::publish`].
@@ -168,7 +191,7 @@ impl NatsBroker {
         ns: &NamespaceOptions,
         skip_history: bool,
     ) -> Result<StreamPosition, BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         let payload = Bytes::from(codec::encode_publication(publication));
         if !ns.has_history() || skip_history {
             // No stream captures it when skipping history: publish straight to listeners.
@@ -209,7 +232,7 @@ impl NatsBroker {
         join: bool,
         ns: &NamespaceOptions,
     ) -> Result<(), BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         let wire = codec::WireClientInfo::from_info(info);
         let env = if join {
             codec::Envelope::Join(wire)
@@ -228,6 +251,7 @@ impl NatsBroker {
 
     /// Starts listening to a channel (idempotent; waits until the listener is active).
     pub async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        self.ensure_connected().await?;
         live::subscribe(&self.inner, channel).await
     }
 
@@ -251,7 +275,7 @@ impl NatsBroker {
         if !ns.has_history() {
             return Ok(HistoryResult::default());
         }
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         let s = self.ns_stream(channel)?;
         let subject = subjects::publish_subject(channel);
         let mut top = self.inner.last_seq(&s.stream, &subject).await?;
@@ -306,7 +330,7 @@ impl NatsBroker {
 
     /// Drops a channel's history.
     pub async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         let ns = subjects::namespace_of(channel).map(str::to_owned);
         let has = match &ns {
             None => self.inner.namespaces.default.has_history(),
@@ -344,7 +368,7 @@ impl NatsBroker {
         &self,
         channel: &str,
     ) -> Result<HashMap<String, ClientInfo>, BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         cluster::presence(&self.inner, channel).await
     }
 
@@ -355,7 +379,7 @@ impl NatsBroker {
 
     /// Channels with subscribers on any live node, with their numbers.
     pub async fn channels(&self) -> Result<HashMap<String, u64>, BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         cluster::channels(&self.inner).await
     }
 
@@ -366,7 +390,7 @@ impl NatsBroker {
 
     /// Sends a server API action to every node (this one included).
     pub async fn control(&self, control: codec::Control) -> Result<(), BrokerError> {
-        self.ensure_connected()?;
+        self.ensure_connected().await?;
         self.inner
             .client
             .publish(
