@@ -64,6 +64,11 @@ pub async fn run(
     config: config::NodeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    if config.cluster.advertise.is_none() {
+        let bound = listener.local_addr()?;
+        config.cluster.advertise = Some(config::default_advertise(&config.node_id, bound));
+    }
     let node = build(config).await?;
     serve(node, listener, shutdown).await;
     Ok(())

@@ -132,6 +132,10 @@ pub enum Envelope {
         node: String,
         channels: Vec<(String, u64)>,
     },
+    /// Someone left because their node is draining: they will likely rejoin on another
+    /// node at once, so receivers hold this leave back for a grace and drop it (and
+    /// the rejoin's join) if they do. Last variant: older nodes reject it cleanly.
+    LeaveMoving(WireClientInfo),
 }
 
 /// Encodes an envelope with the version byte.
@@ -240,6 +244,7 @@ mod tests {
             }),
             Envelope::Join(who.clone()),
             Envelope::Leave(who.clone()),
+            Envelope::LeaveMoving(who.clone()),
             Envelope::Control(Control::Disconnect {
                 user: "u".into(),
                 client: None,

@@ -116,23 +116,33 @@ impl Broker {
                 b.join_leave(channel, info, true, ns);
                 Ok(())
             }
-            Broker::Nats(b) => b.join_leave(channel, info, true, ns).await,
+            Broker::Nats(b) => b.join_leave(channel, info, nats::JoinLeave::Join, ns).await,
         }
     }
 
     /// Tells subscribers who want it that `info` left `channel`.
+    /// `moving`: the member leaves because this node drains (see
+    /// `ClusterOptions::rejoin_grace`).
     pub async fn publish_leave(
         &self,
         channel: &str,
         info: &ClientInfo,
         ns: &NamespaceOptions,
+        moving: bool,
     ) -> Result<(), BrokerError> {
         match self {
             Broker::Memory(b) => {
                 b.join_leave(channel, info, false, ns);
                 Ok(())
             }
-            Broker::Nats(b) => b.join_leave(channel, info, false, ns).await,
+            Broker::Nats(b) => {
+                let kind = if moving {
+                    nats::JoinLeave::LeaveMoving
+                } else {
+                    nats::JoinLeave::Leave
+                };
+                b.join_leave(channel, info, kind, ns).await
+            }
         }
     }
 

@@ -13,6 +13,8 @@ const ENV_NODE_TIMEOUT: &str = "HERALD_NODE_TIMEOUT";
 const ENV_UNSUBSCRIBE_DELAY: &str = "HERALD_UNSUBSCRIBE_DELAY";
 const ENV_QUERY_TIMEOUT: &str = "HERALD_QUERY_TIMEOUT";
 const ENV_NATS_PUBLISH_TIMEOUT: &str = "HERALD_NATS_PUBLISH_TIMEOUT";
+const ENV_ADVERTISE_ADDR: &str = "HERALD_ADVERTISE_ADDR";
+const ENV_REJOIN_GRACE: &str = "HERALD_REJOIN_GRACE";
 const ENV_NATS_SUBSCRIPTION_CAPACITY: &str = "HERALD_NATS_SUBSCRIPTION_CAPACITY";
 /// Bound of every cluster duration: beyond an hour a setting is surely a typo.
 const MAX_SECS: Duration = Duration::from_secs(3600);
@@ -38,9 +40,18 @@ pub struct ClusterOptions {
     /// the other nodes' answers. Default 1.
     pub query_timeout: Duration,
     /// `HERALD_NATS_PUBLISH_TIMEOUT` (seconds): how long a publish keeps retrying while
-    /// JetStream is unavailable (e.g. a NATS server failing over) before the client gets
-    /// an error. Default 5.
+    /// JetStream is unavailable (e.g. a NATS server failing over: electing a new stream
+    /// leader takes a few seconds) before the client gets an error. Default 10.
     pub publish_timeout: Duration,
+    /// `HERALD_REJOIN_GRACE` (seconds): a member of a draining node who rejoins a
+    /// channel on another node within this time produces neither a leave nor a join
+    /// push (no flapping during deploys); otherwise the leave is pushed when it ends.
+    /// Default 10.
+    pub rejoin_grace: Duration,
+    /// `HERALD_ADVERTISE_ADDR`: `host:port` where routers reach this node; announced on
+    /// `herald.node.announce` for the router's NATS discovery. Default: the listen
+    /// address, or `<node id>:<port>` when it listens on all interfaces.
+    pub advertise: Option<String>,
     /// `HERALD_NATS_SUBSCRIPTION_CAPACITY`: messages buffered per channel subscription
     /// before NATS drops (and the node reads the dropped ones back from JetStream).
     /// Default 65536.
@@ -56,7 +67,9 @@ impl Default for ClusterOptions {
             node_timeout: Duration::from_secs(4),
             unsubscribe_delay: Duration::from_secs(5),
             query_timeout: Duration::from_secs(1),
-            publish_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(10),
+            rejoin_grace: Duration::from_secs(10),
+            advertise: None,
             subscription_capacity: 65_536,
         }
     }
@@ -95,11 +108,43 @@ pub(super) fn cluster(s: &mut Settings<'_>) -> ClusterOptions {
         unsubscribe_delay: s.secs_in(ENV_UNSUBSCRIBE_DELAY, d.unsubscribe_delay, ..=MAX_SECS),
         query_timeout: s.secs_in(ENV_QUERY_TIMEOUT, d.query_timeout, positive),
         publish_timeout: s.secs_in(ENV_NATS_PUBLISH_TIMEOUT, d.publish_timeout, positive),
+        rejoin_grace: s.secs_in(ENV_REJOIN_GRACE, d.rejoin_grace, ..=MAX_SECS),
+        advertise: s
+            .value(ENV_ADVERTISE_ADDR)
+            .and_then(|v| match check_host_port(&v.text) {
+                Ok(()) => Some(v.text),
+                Err(reason) => {
+                    s.report(v.error(reason));
+                    None
+                }
+            }),
         subscription_capacity: s.int(
             ENV_NATS_SUBSCRIPTION_CAPACITY,
             d.subscription_capacity,
             1024..=(1 << 24),
         ),
+    }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+fn check_host_port(text: &str) -> Result<(), String> {
+    let ok = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err("expected host:port, such as 10.0.0.5:8000 or node-1:8000".into())
+    }
+}
+
+/// What to announce when `HERALD_ADVERTISE_ADDR` is unset: the bound address, or the
+/// node id with its port when bound to every interface.
+pub fn default_advertise(node_id: &str, bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        format!("{node_id}:{}", bound.port())
+    } else {
+        bound.to_string()
     }
 }
 
@@ -143,9 +188,19 @@ mod tests {
             ("HERALD_NODE_TIMEOUT", "0.5"),
             ("HERALD_QUERY_TIMEOUT", "0"),
             ("HERALD_NATS_SUBSCRIPTION_CAPACITY", "10"),
+            ("HERALD_ADVERTISE_ADDR", "no-port"),
+            ("HERALD_ADVERTISE_ADDR", "host:0"),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert!(err.contains(name), "{name}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn advertise_defaults_follow_the_bound_address() {
+        let any: std::net::SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let lo: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(default_advertise("n1", any), "n1:8000");
+        assert_eq!(default_advertise("n1", lo), "127.0.0.1:4000");
     }
 }

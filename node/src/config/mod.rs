@@ -8,7 +8,7 @@
 mod cluster;
 mod load;
 
-pub use cluster::ClusterOptions;
+pub use cluster::{default_advertise, ClusterOptions};
 pub use load::load;
 
 use herald_shared::auth::AuthConfig;

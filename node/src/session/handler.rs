@@ -693,7 +693,9 @@ pub async fn unsubscribe_conn(node: &Node, conn: &Conn, channel: &str) -> bool {
             let _ = node.broker.remove_presence(channel, &info.client).await;
         }
         if ns.join_leave {
-            let _ = node.broker.publish_leave(channel, &info, ns).await;
+            let moving = node.draining.load(std::sync::atomic::Ordering::Relaxed)
+                || node.stop.is_cancelled();
+            let _ = node.broker.publish_leave(channel, &info, ns, moving).await;
         }
     }
     true

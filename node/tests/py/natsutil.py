@@ -135,7 +135,12 @@ class NatsServer:
                         timeout=aiohttp.ClientTimeout(total=2),
                     ) as r:
                         last = (r.status, await r.text())
-                        if r.status == 200:
+                    if r.status == 200:
+                        # Clustered: also wait for a JetStream meta leader.
+                        jsz = await self.monitor("/jsz")
+                        meta = jsz.get("meta_cluster") or {}
+                        last = meta
+                        if not meta or meta.get("leader"):
                             return
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 last = e
@@ -222,3 +227,57 @@ class Proxy:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+
+
+class NatsSubscriber:
+    """A minimal core-NATS subscriber (SUB/MSG), to watch what nodes announce."""
+
+    def __init__(self, url: str, subject: str):
+        self.url = url
+        self.subject = subject
+        self.messages: list[bytes] = []
+        self._changed = asyncio.Event()
+
+    async def start(self) -> "NatsSubscriber":
+        host, port = self.url.removeprefix("nats://").rsplit(":", 1)
+        self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), T)
+        await self._reader.readline()  # INFO
+        self._writer.write(b'CONNECT {"verbose":false}\r\nSUB %s 1\r\nPING\r\n' % self.subject.encode())
+        await self._writer.drain()
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        r = self._reader
+        while line := await r.readline():
+            if line.startswith(b"PING"):
+                self._writer.write(b"PONG\r\n")
+            elif line.startswith(b"MSG "):
+                size = int(line.split()[-1])
+                payload = await r.readexactly(size + 2)
+                self.messages.append(payload[:-2])
+                self._changed.set()
+
+    async def wait_for(self, pred, timeout: float = T, what: str = ""):
+        """The first message (decoded as JSON) for which `pred` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.messages:
+                try:
+                    obj = json.loads(m)
+                except ValueError:
+                    continue
+                if pred(obj):
+                    return obj
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no message for {what} within {timeout}s: {self.messages[-5:]}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._writer.close()

@@ -23,7 +23,7 @@ from cent import (
 )
 
 from harness import T, EventLog, api_post, http
-from natsutil import Proxy, nats_publish
+from natsutil import NatsSubscriber, Proxy, nats_publish
 from sdkutil import ClientEvents, SubEvents, _subscribed
 
 
@@ -314,7 +314,8 @@ async def test_losing_one_of_three_nats_servers_is_transparent(nats_cluster, clu
     for s in nats_cluster:
         await s.wait_jetstream(timeout=30)
     urls = ",".join(s.url for s in nats_cluster)
-    nodes = cluster(urls, HERALD_NATS_REPLICAS=3)
+    # Electing new stream and meta leaders can take several seconds: publishes wait.
+    nodes = cluster(urls, HERALD_NATS_REPLICAS=3, HERALD_NATS_PUBLISH_TIMEOUT=30)
     subs = await _subscribers(raw, nodes, "ha")
     api = cent_api(nodes[0])
     for i in range(10):
@@ -333,3 +334,102 @@ async def test_losing_one_of_three_nats_servers_is_transparent(nats_cluster, clu
         offsets = [p["offset"] for p in pubs]
         assert all(a < b for a, b in zip(offsets, offsets[1:])), offsets
         assert not c.closed.done()
+
+
+async def test_members_of_a_draining_node_move_without_leave_join_flapping(nats, cluster, raw):
+    n0, n1 = cluster(
+        nats.url, n=2, HERALD_PRESENCE=True, HERALD_JOIN_LEAVE=True, HERALD_REJOIN_GRACE=2
+    )
+    watcher = await raw(n1, user="watcher")
+    await watcher.subscribe("room", join_leave=True)
+    alice = await raw(n0, user="alice")
+    await alice.subscribe("room")
+    bob = await raw(n0, user="bob")
+    await bob.subscribe("room")
+    for _ in range(2):
+        await watcher.next_push(lambda p: "join" in p and p["join"]["info"]["user"] != "watcher")
+
+    n0.terminate()  # SIGTERM: the node closes its sessions advising reconnect
+    await alice.wait_closed()
+    assert n0.wait_exit() == 0
+    # Alice reconnects to the other node at once; Bob does not come back.
+    alice2 = await raw(n1, user="alice")
+    await alice2.subscribe("room")
+
+    bob_left = await watcher.next_push(
+        lambda p: "leave" in p, timeout=2 + T, what="bob's leave after the grace"
+    )
+    assert bob_left["leave"]["info"]["user"] == "bob", bob_left
+    await asyncio.sleep(0.5)
+    about_alice = [
+        p for p in watcher.all_pushes
+        if ("join" in p or "leave" in p)
+        and (p.get("join") or p.get("leave"))["info"]["user"] == "alice"
+    ]
+    # One join when she first came, nothing for the move.
+    assert len(about_alice) == 1 and "join" in about_alice[0], about_alice
+
+
+NAMESPACES_TOML = """
+[namespaces.chat]
+history_size = 0
+allow_publish = true
+
+[namespaces.feed]
+history_size = 5
+history_ttl = 60
+"""
+
+
+async def test_namespaces_map_onto_streams_and_plain_subjects(nats, cluster, raw, cent_api):
+    n0, n1 = cluster(nats.url, n=2, config_toml=NAMESPACES_TOML)
+    # No history: plain subjects, no offsets, still delivered across nodes.
+    a = await raw(n0)
+    chat = await a.subscribe("chat:lobby")
+    assert not chat.get("epoch") and not chat.get("offset"), chat
+    await cent_api(n1).publish(PublishRequest(channel="chat:lobby", data={"hi": 1}))
+    pub = await a.next_pub("chat:lobby")
+    assert pub["data"] == {"hi": 1} and not pub.get("offset"), pub
+    jsz = await nats.monitor("/jsz?streams=true&config=true")
+    streams = {
+        s["name"]: s["config"]
+        for acc in jsz.get("account_details") or []
+        for s in acc.get("stream_detail") or []
+    }
+    assert "HERALD_NS_chat" not in streams, sorted(streams)
+    # History 5 / TTL 60 s: the stream's per-subject limit and age (one extra message
+    # per channel is room for the position marker).
+    feed = streams["HERALD_NS_feed"]
+    assert feed["max_msgs_per_subject"] == 6 and feed["max_age"] == 60 * 10**9, feed
+    for i in range(8):
+        await cent_api(n0).publish(PublishRequest(channel="feed:x", data={"i": i}))
+    hist = await cent_api(n1).history(HistoryRequest(channel="feed:x", limit=-1))
+    assert [p.data["i"] for p in hist.publications] == [3, 4, 5, 6, 7], hist
+
+
+async def test_an_envelope_of_an_unknown_version_is_logged_and_skipped(nats, cluster, raw, cent_api):
+    n0, n1 = cluster(nats.url, n=2)
+    a = await raw(n0)
+    await a.subscribe("room")
+    # Version byte 7 (a future release) on the control subject and on a channel.
+    await nats_publish(nats.url, "herald.control", b"\x07future-control")
+    await nats_publish(nats.url, "herald.ch.default.room", b"\x07future-publication")
+    await cent_api(n1).publish(PublishRequest(channel="room", data={"after": True}))
+    pub = await a.next_pub("room")
+    assert pub["data"] == {"after": True}, pub  # the unknown one was skipped, not delivered
+    for n in (n0, n1):
+        assert "unknown envelope version 7" in n.log_text(), n.log_text()
+        assert "panicked" not in n.log_text()
+    assert (await http("GET", f"{n0.http_url}/readyz")).status == 200
+
+
+async def test_nodes_announce_themselves_for_router_discovery(nats, cluster):
+    watch = await NatsSubscriber(nats.url, "herald.node.announce").start()
+    try:
+        (n0,) = cluster(nats.url, n=1)
+        a = await watch.wait_for(lambda m: m.get("id") == "n0" and m.get("state") == "ready", what="ready")
+        assert a["addr"] == f"127.0.0.1:{n0.port}" and a["ttl"] > 0, a
+        assert n0.stop() == 0
+        await watch.wait_for(lambda m: m.get("id") == "n0" and m.get("state") == "leaving", what="leaving")
+    finally:
+        await watch.close()

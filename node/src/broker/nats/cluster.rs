@@ -74,6 +74,10 @@ pub async fn on_event(inner: Arc<Inner>, event: async_nats::Event) {
     }
 }
 
+/// Longest wait for one stream set-up request before trying again (a request sent
+/// while a JetStream cluster settles can go unanswered; a new one is).
+const SET_UP_ATTEMPT: Duration = Duration::from_secs(3);
+
 /// Sets up streams and subscriptions (retrying until NATS answers), then heartbeats
 /// until `stop`.
 pub async fn run(inner: Arc<Inner>, stop: CancellationToken) {
@@ -115,7 +119,32 @@ pub async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// Tells routers where this node is and whether it takes new connections
+/// (`ready`, `draining` or `leaving`); they forget it after `ttl` seconds of silence.
+pub async fn announce(inner: &Inner, state: &str) {
+    let Some(addr) = inner.opts.advertise.as_deref() else {
+        return;
+    };
+    let body = serde_json::json!({
+        "id": inner.node_id,
+        "addr": addr,
+        "state": state,
+        "ttl": inner.opts.node_timeout.as_secs_f64(),
+    });
+    if let Err(e) = inner
+        .client
+        .publish(subjects::ANNOUNCE, Bytes::from(body.to_string()))
+        .await
+    {
+        tracing::debug!(error = %e, "announcement not sent");
+    }
+}
+
 async fn heartbeat(inner: &Inner) {
+    let draining = inner
+        .node()
+        .is_some_and(|n| n.draining.load(Ordering::Relaxed) || n.stop.is_cancelled());
+    announce(inner, if draining { "draining" } else { "ready" }).await;
     let env = Envelope::Heartbeat(local_status(inner));
     if let Err(e) = inner
         .client
@@ -162,16 +191,21 @@ async fn set_up(inner: &Arc<Inner>) -> Result<(), BrokerError> {
             }),
             ..Default::default()
         };
-        let info = inner
-            .js
-            .create_or_update_stream(config)
-            .await
-            .map_err(|e| {
-                BrokerError::Unavailable(format!(
-                    "stream {}: {e}",
-                    subjects::stream_name(ns.as_deref())
-                ))
-            })?;
+        // Bounded as a whole: a JetStream cluster still electing its leaders can leave
+        // the request unanswered; the caller retries.
+        let info = tokio::time::timeout(
+            SET_UP_ATTEMPT.min(inner.opts.publish_timeout),
+            inner.js.create_or_update_stream(config),
+        )
+        .await
+        .map_err(|_| BrokerError::Unavailable("JetStream did not answer".into()))
+        .and_then(|r| r.map_err(|e| BrokerError::Unavailable(e.to_string())))
+        .map_err(|e| {
+            BrokerError::Unavailable(format!(
+                "stream {}: {e}",
+                subjects::stream_name(ns.as_deref())
+            ))
+        })?;
         let stream = inner
             .js
             .get_stream(subjects::stream_name(ns.as_deref()))

@@ -7,6 +7,7 @@
 //! the task reads the missing ones from JetStream before going on, so subscribers
 //! never see a gap.
 
+use super::rejoin::HeldLeaves;
 use super::{subjects, Inner, MARKER_HEADER};
 use crate::broker::BrokerError;
 use async_nats::Message;
@@ -158,11 +159,19 @@ async fn run(
         baseline,
         delivered: 0,
     };
+    let mut held = HeldLeaves::default();
     loop {
+        let due = held.next_deadline();
         tokio::select! {
             msg = sub.next() => {
                 let Some(msg) = msg else { break };
-                handle(&inner, &channel, history, &mut cursor, msg).await;
+                handle(&inner, &channel, history, &mut cursor, &mut held, msg).await;
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                let force_jl = inner.ns_options(&channel).is_some_and(|ns| ns.force_push_join_leave);
+                for info in held.due(tokio::time::Instant::now()) {
+                    inner.hub.join_leave(&channel, &encode_leave_push(&channel, &info), force_jl);
+                }
             }
             Some(done) = catch_up.recv() => {
                 if history {
@@ -186,6 +195,7 @@ async fn handle(
     channel: &str,
     history: bool,
     cursor: &mut Cursor,
+    held: &mut HeldLeaves,
     msg: Message,
 ) {
     let force_jl = inner
@@ -212,6 +222,9 @@ async fn handle(
     if msg.payload.first().is_some_and(|b| *b < 0x09) {
         match codec::decode(&msg.payload) {
             Ok(Envelope::Join(w)) => match w.to_info() {
+                Ok(info) if !info.user.is_empty() && held.rejoined(&info.user) => {
+                    tracing::debug!(channel, user = %info.user, "member moved nodes: no leave/join pushed");
+                }
                 Ok(info) => {
                     inner
                         .hub
@@ -224,6 +237,18 @@ async fn handle(
                     inner
                         .hub
                         .join_leave(channel, &encode_leave_push(channel, &info), force_jl);
+                }
+                Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
+            },
+            Ok(Envelope::LeaveMoving(w)) => match w.to_info() {
+                // Anonymous members cannot be matched with a rejoin: push at once.
+                Ok(info) if info.user.is_empty() => {
+                    inner
+                        .hub
+                        .join_leave(channel, &encode_leave_push(channel, &info), force_jl);
+                }
+                Ok(info) => {
+                    held.hold(info, tokio::time::Instant::now() + inner.opts.rejoin_grace);
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
             },

@@ -21,6 +21,7 @@
 mod cluster;
 pub use cluster::node_status;
 mod live;
+mod rejoin;
 pub mod subjects;
 
 use super::presence::{stats, LocalPresence};
@@ -229,15 +230,15 @@ impl NatsBroker {
         &self,
         channel: &str,
         info: &ClientInfo,
-        join: bool,
+        kind: JoinLeave,
         ns: &NamespaceOptions,
     ) -> Result<(), BrokerError> {
         self.ensure_connected().await?;
         let wire = codec::WireClientInfo::from_info(info);
-        let env = if join {
-            codec::Envelope::Join(wire)
-        } else {
-            codec::Envelope::Leave(wire)
+        let env = match kind {
+            JoinLeave::Join => codec::Envelope::Join(wire),
+            JoinLeave::Leave => codec::Envelope::Leave(wire),
+            JoinLeave::LeaveMoving => codec::Envelope::LeaveMoving(wire),
         };
         self.inner
             .client
@@ -290,6 +291,10 @@ impl NatsBroker {
                 .inner
                 .read_range(&s.stream, &subject, after, top)
                 .await?;
+            // The stream keeps one message more per channel (room for a position
+            // marker); without a marker that extra one is past the history size.
+            let excess = publications.len().saturating_sub(ns.history_size);
+            publications.drain(..excess);
             if q.reverse {
                 publications.reverse();
             }
@@ -408,8 +413,20 @@ impl NatsBroker {
 
     /// Drains the NATS connection (shutdown).
     pub async fn close(&self) {
+        cluster::announce(&self.inner, "leaving").await;
         let _ = self.inner.client.drain().await;
     }
+}
+
+/// Which presence change to announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinLeave {
+    /// A member joined.
+    Join,
+    /// A member left.
+    Leave,
+    /// A member left because this node drains (likely to rejoin elsewhere).
+    LeaveMoving,
 }
 
 impl Inner {

@@ -10,6 +10,7 @@
 //! | live copies republished by JetStream (history namespaces) | `herald.live.…` (same tail) |
 //! | server API actions for every node | `herald.control` |
 //! | heartbeats | `herald.node.heartbeat` |
+//! | announcements for routers (JSON `{"id","addr","state","ttl"}`) | `herald.node.announce` |
 //! | presence and channel queries | `herald.query.presence`, `herald.query.channels` |
 //!
 //! Backends that speak NATS publish plain JSON (the publication's `data`) on the
@@ -22,6 +23,8 @@
 pub const CONTROL: &str = "herald.control";
 /// Node heartbeats.
 pub const HEARTBEAT: &str = "herald.node.heartbeat";
+/// Node announcements for the router's NATS discovery (JSON, see `cluster::announce`).
+pub const ANNOUNCE: &str = "herald.node.announce";
 /// Presence scatter-gather.
 pub const PRESENCE_QUERY: &str = "herald.query.presence";
 /// Channels scatter-gather.
