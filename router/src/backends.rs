@@ -1,0 +1,334 @@
+//! The known nodes: who they are, where they came from, how healthy they are, and the
+//! ring of the ones taking connections.
+//!
+//! Writes (discovery, health) are rare and take a mutex; the proxy reads the ring on
+//! every connection without locking, from an `ArcSwap` snapshot rebuilt after each change
+//! (pingora's habit). A node is known while at least one discovery source names it; each
+//! known node has its own health task, cancelled when the node is forgotten. Forgetting a
+//! node, or taking it out of the ring, never touches its open tunnels.
+
+use crate::config::HealthConfig;
+use crate::health::{self, Health, Outcome, State};
+use crate::metrics;
+use crate::ring::{Ring, RingNode};
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A discovery source that can name a node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `HERALD_ROUTER_NODES`.
+    Static,
+    /// One `HERALD_ROUTER_DNS` entry, by its `name:port`.
+    Dns(Arc<str>),
+    /// A NATS announcement.
+    Nats,
+}
+
+/// One known node.
+struct Member {
+    /// Its ring entry, shared with snapshots and tunnels.
+    node: Arc<RingNode>,
+    /// Sources naming it, each with when that naming expires (`None`: until withdrawn).
+    sources: HashMap<Source, Option<Instant>>,
+    /// Its health counters.
+    health: Health,
+    /// The name it announced over NATS, for logs (`None` when not announced).
+    name: Option<String>,
+    /// Stops its health task.
+    stop: CancellationToken,
+}
+
+/// How one node looks from outside, for `/readyz`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeView {
+    /// `host:port`.
+    pub addr: String,
+    /// `up`, `down` or `draining`.
+    pub state: &'static str,
+    /// The node id it announced, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The known nodes and the current ring.
+pub struct Backends {
+    /// Every known node by address.
+    members: Mutex<BTreeMap<String, Member>>,
+    /// The nodes taking new connections; read lock-free on every request.
+    ring: ArcSwap<Ring>,
+    /// Thresholds and probe settings.
+    health: HealthConfig,
+    /// Cancelled at shutdown: stops every health task.
+    stop: CancellationToken,
+    /// Holds the health tasks so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Backends {
+    /// No nodes yet. Health tasks stop when `stop` fires.
+    pub fn new(health: HealthConfig, stop: CancellationToken, tracker: TaskTracker) -> Arc<Self> {
+        Arc::new(Backends {
+            members: Mutex::new(BTreeMap::new()),
+            ring: ArcSwap::from_pointee(Ring::default()),
+            health,
+            stop,
+            tracker,
+        })
+    }
+
+    /// The health settings.
+    pub fn health_config(&self) -> &HealthConfig {
+        &self.health
+    }
+
+    /// The current ring: a snapshot, valid for as long as the caller holds it.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring.load_full()
+    }
+
+    /// Every known node, sorted by address.
+    pub fn view(&self) -> Vec<NodeView> {
+        self.lock()
+            .values()
+            .map(|m| NodeView {
+                addr: m.node.addr.to_string(),
+                state: m.health.state.as_str(),
+                name: m.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Makes `source` name exactly `addrs`: nodes it no longer names lose it (and are
+    /// forgotten when no source is left), new ones are added and probed at once.
+    pub fn set_source(self: &Arc<Self>, source: &Source, addrs: &[String]) {
+        let mut members = self.lock();
+        let mut changed = false;
+        for (addr, m) in members.iter_mut() {
+            if !addrs.contains(addr) {
+                changed |= m.sources.remove(source).is_some();
+            }
+        }
+        for addr in addrs {
+            changed |= self.name_node(&mut members, addr, source.clone(), None);
+        }
+        if changed {
+            self.forget_unnamed(&mut members);
+            self.rebuild(&members);
+        }
+    }
+
+    /// Names `addr` from `source` until `until` (`None`: until withdrawn); `name` is how
+    /// the node calls itself. Returns whether the node is new.
+    pub fn name(
+        self: &Arc<Self>,
+        addr: &str,
+        source: Source,
+        until: Option<Instant>,
+        name: Option<String>,
+    ) -> bool {
+        let mut members = self.lock();
+        let added = self.name_node(&mut members, addr, source, until);
+        if let (Some(m), Some(name)) = (members.get_mut(addr), name) {
+            m.name = Some(name);
+        }
+        if added {
+            self.rebuild(&members);
+        }
+        added
+    }
+
+    /// `source` no longer names `addr`.
+    pub fn withdraw(&self, addr: &str, source: &Source) {
+        let mut members = self.lock();
+        if members
+            .get_mut(addr)
+            .is_some_and(|m| m.sources.remove(source).is_some())
+        {
+            self.forget_unnamed(&mut members);
+            self.rebuild(&members);
+        }
+    }
+
+    /// Drops namings that expired by `now`, forgetting nodes nothing names any more.
+    pub fn expire(&self, now: Instant) {
+        let mut members = self.lock();
+        let mut changed = false;
+        for m in members.values_mut() {
+            let before = m.sources.len();
+            m.sources.retain(|_, until| until.is_none_or(|t| t > now));
+            changed |= m.sources.len() != before;
+        }
+        if changed {
+            self.forget_unnamed(&mut members);
+            self.rebuild(&members);
+        }
+    }
+
+    /// Folds a check of `addr` (a probe, or a proxied attempt) into its health; the ring is
+    /// rebuilt when the node's state changes. Unknown addresses are ignored: the node was
+    /// forgotten while the check ran.
+    pub fn observe(&self, addr: &str, outcome: Outcome) {
+        let mut members = self.lock();
+        let Some(m) = members.get_mut(addr) else {
+            return;
+        };
+        let before = m.health.state;
+        if m.health
+            .observe(outcome, self.health.rise, self.health.fall)
+        {
+            let after = m.health.state;
+            tracing::info!(node = %addr, from = before.as_str(), to = after.as_str(), "node health changed");
+            metrics::node_state(addr, Some(after));
+            self.rebuild(&members);
+        }
+    }
+
+    /// Adds `source` to `addr`'s namings, creating the member (and its health task) when
+    /// new. Returns whether it is new.
+    fn name_node(
+        self: &Arc<Self>,
+        members: &mut BTreeMap<String, Member>,
+        addr: &str,
+        source: Source,
+        until: Option<Instant>,
+    ) -> bool {
+        if let Some(m) = members.get_mut(addr) {
+            m.sources.insert(source, until);
+            return false;
+        }
+        let node = Arc::new(RingNode::new(addr));
+        let stop = self.stop.child_token();
+        tracing::info!(node = %addr, ?source, "node discovered");
+        metrics::node_state(addr, Some(State::Down));
+        self.tracker
+            .spawn(health::watch(self.clone(), node.clone(), stop.clone()));
+        members.insert(
+            addr.to_owned(),
+            Member {
+                node,
+                sources: HashMap::from([(source, until)]),
+                health: Health::default(),
+                name: None,
+                stop,
+            },
+        );
+        true
+    }
+
+    /// Forgets every node no source names, stopping its health task.
+    fn forget_unnamed(&self, members: &mut BTreeMap<String, Member>) {
+        members.retain(|addr, m| {
+            let keep = !m.sources.is_empty();
+            if !keep {
+                tracing::info!(node = %addr, "node forgotten");
+                m.stop.cancel();
+                metrics::node_state(addr, None);
+            }
+            keep
+        });
+    }
+
+    /// Publishes a new ring of the nodes that are up.
+    fn rebuild(&self, members: &BTreeMap<String, Member>) {
+        let up: Vec<Arc<RingNode>> = members
+            .values()
+            .filter(|m| m.health.state == State::Up)
+            .map(|m| m.node.clone())
+            .collect();
+        let ring = Ring::new(up);
+        let old = self.ring.load();
+        let same = old.len() == ring.len()
+            && old
+                .nodes()
+                .iter()
+                .zip(ring.nodes())
+                .all(|(a, b)| a.addr == b.addr);
+        if !same {
+            metrics::rehash(ring.len());
+            self.ring.store(Arc::new(ring));
+        }
+    }
+
+    /// The members; a poisoned lock (a panic elsewhere) still holds consistent data,
+    /// since every change is finished before the guard drops.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Member>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends() -> Arc<Backends> {
+        // Stopped from the start: no health task runs, the tests feed every outcome.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        Backends::new(HealthConfig::default(), stop, TaskTracker::new())
+    }
+
+    fn ring_addrs(b: &Backends) -> Vec<String> {
+        b.ring()
+            .nodes()
+            .iter()
+            .map(|n| n.addr.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nodes_join_the_ring_when_up_and_leave_when_draining() {
+        let b = backends();
+        b.set_source(&Source::Static, &["a:1".into(), "b:1".into()]);
+        assert!(b.ring().is_empty(), "not probed yet");
+        b.observe("a:1", Outcome::Ready);
+        b.observe("b:1", Outcome::Ready);
+        assert_eq!(ring_addrs(&b), ["a:1", "b:1"]);
+        b.observe("a:1", Outcome::Draining);
+        assert_eq!(ring_addrs(&b), ["b:1"]);
+        b.observe("b:1", Outcome::Failed);
+        b.observe("b:1", Outcome::Failed);
+        assert_eq!(ring_addrs(&b), ["b:1"], "fall is 3");
+        b.observe("b:1", Outcome::Failed);
+        assert!(b.ring().is_empty());
+        let states: Vec<&str> = b.view().iter().map(|v| v.state).collect();
+        assert_eq!(states, ["draining", "down"]);
+    }
+
+    #[tokio::test]
+    async fn a_node_stays_while_any_source_names_it() {
+        let b = backends();
+        b.set_source(&Source::Static, &["a:1".into()]);
+        let dns = Source::Dns("nodes:1".into());
+        b.set_source(&dns, &["a:1".into(), "b:1".into()]);
+        b.observe("a:1", Outcome::Ready);
+        b.observe("b:1", Outcome::Ready);
+        b.set_source(&dns, &["c:1".into()]);
+        let known: Vec<String> = b.view().into_iter().map(|v| v.addr).collect();
+        assert_eq!(known, ["a:1", "c:1"], "b:1 forgotten, a:1 still static");
+        assert_eq!(ring_addrs(&b), ["a:1"]);
+    }
+
+    #[tokio::test]
+    async fn announcements_expire_and_can_be_withdrawn() {
+        let b = backends();
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(10);
+        assert!(b.name("a:1", Source::Nats, Some(later), Some("n1".into())));
+        assert!(!b.name("a:1", Source::Nats, Some(later), None), "refreshed");
+        assert!(b.name("b:1", Source::Nats, Some(later), None));
+        b.observe("a:1", Outcome::Ready);
+        assert_eq!(b.view()[0].name.as_deref(), Some("n1"));
+        b.withdraw("b:1", &Source::Nats);
+        assert_eq!(b.view().len(), 1);
+        b.expire(now);
+        assert_eq!(b.view().len(), 1, "not expired yet");
+        b.expire(later);
+        assert!(b.view().is_empty());
+        assert!(b.ring().is_empty());
+    }
+}

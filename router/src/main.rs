@@ -1,0 +1,103 @@
+//! `herald-router`: wires configuration, tracing, the listener and signals, then hands
+//! over to the library.
+
+use herald_shared::config::{exit_with, EnvLookup};
+use std::io::Write as _;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// `EX_USAGE`: an argument the router does not know.
+const EXIT_USAGE: u8 = 64;
+/// `EX_OSERR`: the listen address cannot be bound.
+const EXIT_BIND: u8 = 71;
+
+const USAGE: &str =
+    "usage: herald-router            run the router (configured by HERALD_ROUTER_* variables)
+       herald-router --version";
+
+fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            println!("herald-router {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("herald-router: unknown argument {other:?}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let config = match herald_router::config::load(&EnvLookup) {
+        Ok(c) => c,
+        Err(errors) => exit_with(&errors),
+    };
+    herald_shared::telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald-router: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match herald_router::server::bind(config.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("herald-router: cannot listen on {}: {e}", config.listen);
+                return ExitCode::from(EXIT_BIND);
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(config.listen);
+        print_banner(&config, addr);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        herald_router::run(listener, config, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_banner(config: &herald_router::config::RouterConfig, addr: std::net::SocketAddr) {
+    let d = &config.discovery;
+    let mut sources = Vec::new();
+    if !d.nodes.is_empty() {
+        sources.push(format!("{} static", d.nodes.len()));
+    }
+    if !d.dns.is_empty() {
+        sources.push(format!("DNS {}", d.dns.join(",")));
+    }
+    if let Some(nats) = &d.nats {
+        sources.push(format!("NATS {}", nats.subject));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "herald-router {} listening on {addr} (nodes: {})",
+        env!("CARGO_PKG_VERSION"),
+        sources.join(", ")
+    );
+    let _ = writeln!(out, "  probes     http://{addr}/healthz  /readyz  /metrics");
+    let _ = out.flush();
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,125 @@
+//! Metric names, the recorder, and small helpers.
+//!
+//! Every name starts with `herald_router_`. Per-node series carry a `node` label (its
+//! `host:port`). The recorder is the shared one's settings plus long buckets for tunnel
+//! durations, which last minutes to hours, not the milliseconds of request latencies.
+
+use crate::health::State;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Open client connections, tunnels included (gauge).
+pub const CONNECTIONS: &str = "herald_router_connections";
+/// Open tunnels by `node` (gauge).
+pub const TUNNELS: &str = "herald_router_tunnels";
+/// WebSocket upgrades by `result` (counter).
+pub const UPGRADES: &str = "herald_router_upgrades_total";
+/// Plain HTTP requests proxied, by `result` (counter).
+pub const HTTP_REQUESTS: &str = "herald_router_http_requests_total";
+/// Node health: 1 for the node's current `state`, 0 for the others (gauge).
+pub const NODE_STATE: &str = "herald_router_node_state";
+/// Attempts on a further node after one refused or failed (counter).
+pub const RETRIES: &str = "herald_router_retries_total";
+/// Times the ring changed (counter).
+pub const REHASHES: &str = "herald_router_rehashes_total";
+/// Nodes in the ring (gauge).
+pub const RING_NODES: &str = "herald_router_ring_nodes";
+/// Tunnel bytes by `direction`: `client_to_node` or `node_to_client` (counter).
+pub const TUNNEL_BYTES: &str = "herald_router_tunnel_bytes_total";
+/// How long tunnels lasted (histogram, seconds).
+pub const TUNNEL_DURATION: &str = "herald_router_tunnel_duration_seconds";
+
+/// Buckets of [`TUNNEL_DURATION`], seconds: one second to one day.
+const TUNNEL_BUCKETS: &[f64] = &[
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+/// Installs the process-wide recorder once and returns a handle to render it.
+/// Idempotent, so tests can run several routers in one process.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = herald_shared::telemetry::prometheus_builder();
+            // A `Full` matcher sorts before the shared `Suffix("_seconds")` one, so it wins.
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Full(TUNNEL_DURATION.into()), TUNNEL_BUCKETS)
+                .unwrap_or_else(|_| herald_shared::telemetry::prometheus_builder());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(herald_shared::telemetry::METRICS_UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Sets `addr`'s one-hot state gauges; `None` (forgotten) zeroes them all.
+pub fn node_state(addr: &str, state: Option<State>) {
+    for s in State::ALL {
+        let v = if Some(s) == state { 1.0 } else { 0.0 };
+        gauge!(NODE_STATE, "node" => addr.to_owned(), "state" => s.as_str()).set(v);
+    }
+}
+
+/// Counts a ring change to `nodes` nodes.
+pub fn rehash(nodes: usize) {
+    counter!(REHASHES).increment(1);
+    gauge!(RING_NODES).set(nodes as f64);
+}
+
+/// Counts an upgrade by result.
+pub fn upgrade(result: &'static str) {
+    counter!(UPGRADES, "result" => result).increment(1);
+}
+
+/// Counts a proxied HTTP request by result.
+pub fn http_request(result: &'static str) {
+    counter!(HTTP_REQUESTS, "result" => result).increment(1);
+}
+
+/// Counts a retry on another node.
+pub fn retry() {
+    counter!(RETRIES).increment(1);
+}
+
+/// Records a finished tunnel.
+pub fn tunnel_closed(duration: Duration) {
+    histogram!(TUNNEL_DURATION).record(duration.as_secs_f64());
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS, "Open client connections, tunnels included.");
+    describe_gauge!(TUNNELS, "Open WebSocket tunnels by node.");
+    describe_counter!(UPGRADES, "WebSocket upgrades by result.");
+    describe_counter!(HTTP_REQUESTS, "Plain HTTP requests proxied, by result.");
+    describe_gauge!(NODE_STATE, "Node health: 1 for the node's current state.");
+    describe_counter!(RETRIES, "Attempts on a further node after one failed.");
+    describe_counter!(REHASHES, "Times the set of nodes in the ring changed.");
+    describe_gauge!(RING_NODES, "Nodes taking new connections.");
+    describe_counter!(
+        TUNNEL_BYTES,
+        Unit::Bytes,
+        "Bytes copied through tunnels, by direction."
+    );
+    describe_histogram!(
+        TUNNEL_DURATION,
+        Unit::Seconds,
+        "How long WebSocket tunnels lasted."
+    );
+}
