@@ -119,7 +119,8 @@ fn known_method(m: &str) -> Option<&'static str> {
     METHODS.iter().copied().find(|k| *k == m)
 }
 
-fn key_ok(node: &Node, req: &Request<Incoming>) -> bool {
+/// Whether the request carries the API key (constant-time comparison).
+pub fn key_ok(node: &Node, req: &Request<Incoming>) -> bool {
     let Some(expected) = node.config.api_key.as_deref() else {
         return false;
     };

@@ -18,6 +18,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod hub;
 pub mod metrics;
 pub mod node;
@@ -27,12 +28,8 @@ pub mod token_cmd;
 
 use node::Node;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// How long shutdown waits for connections to finish after closing them.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Builds the node's state for `config`: the embedded broker, or NATS when
 /// `HERALD_NATS_URL` is set (the Prometheus recorder is process-wide).
@@ -77,20 +74,12 @@ pub async fn run(
 /// Runs an already built node (tests use this to keep a handle on the state).
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
     let accept = tokio::spawn(server::accept_loop(node.clone(), listener));
-    shutdown.cancelled().await;
-    tracing::info!("shutting down: closing client connections");
-    node.draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    node.stop.cancel();
-    let _ = accept.await;
-    // Every session's writer watches `stop` and closes its client with code 3001.
-    node.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_WAIT, node.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown wait; exiting anyway");
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("shutting down: draining"),
+        _ = node.drain_requested.cancelled() => tracing::info!("drain requested over the admin API"),
     }
-    node.broker.close().await;
+    // The listener keeps answering meanwhile: /readyz says 503, upgrades get 503.
+    drain::run(&node).await;
+    let _ = accept.await;
     tracing::info!("stopped");
 }

@@ -25,14 +25,18 @@ pub const DISCONNECTS: &str = "herald_node_disconnects_total";
 pub const SLOW_CONSUMER_DROPS: &str = "herald_node_slow_consumer_drops_total";
 /// Subscriptions on this node (gauge).
 pub const SUBSCRIPTIONS: &str = "herald_node_subscriptions";
+/// 1 while the node drains, else 0.
+pub const DRAINING: &str = "herald_node_draining";
+/// Clients disconnected by a drain.
+pub const DRAIN_DISCONNECTS: &str = "herald_node_drain_disconnects_total";
 /// Server API requests by `method` and `result` (counter).
 pub const API_REQUESTS: &str = "herald_node_api_requests_total";
 /// Upgrades refused by `reason` (counter).
 pub const UPGRADES_REFUSED: &str = "herald_node_upgrades_refused_total";
 
-/// Handles for the metrics touched on every message.
+/// Handles for the metrics touched on every message. Fan-out counters
+/// ([`DELIVERIES`], [`SLOW_CONSUMER_DROPS`]) live in the hub.
 #[derive(Clone)]
-/// Fan-out counters ([`DELIVERIES`], [`SLOW_CONSUMER_DROPS`]) live in the hub.
 pub struct NodeMetrics {
     /// See [`CONNECTIONS`].
     pub connections: Gauge,
@@ -50,6 +54,9 @@ impl NodeMetrics {
     /// Registers the metrics (they show in `/metrics` from the start, at zero).
     pub fn new() -> Self {
         describe();
+        // Shown from the start: dashboards and alerts see 0, not "no data".
+        gauge!(DRAINING).set(0.0);
+        counter!(DRAIN_DISCONNECTS).absolute(0);
         NodeMetrics {
             connections: gauge!(CONNECTIONS),
             subscriptions: gauge!(SUBSCRIPTIONS),
@@ -98,4 +105,12 @@ fn describe() {
     describe_gauge!(SUBSCRIPTIONS, "Channel subscriptions on this node.");
     describe_counter!(API_REQUESTS, "Server API requests by method and result.");
     describe_counter!(UPGRADES_REFUSED, "WebSocket upgrades refused, by reason.");
+    describe_gauge!(
+        DRAINING,
+        "1 while the node drains (SIGTERM or /admin/drain), else 0."
+    );
+    describe_counter!(
+        DRAIN_DISCONNECTS,
+        "Clients disconnected by a drain (code 3001)."
+    );
 }

@@ -113,6 +113,8 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// Set when the node stops taking new connections (shutdown or drain).
     pub draining: AtomicBool,
+    /// Fired by `POST /admin/drain`: drain and exit, as on SIGTERM.
+    pub drain_requested: CancellationToken,
     /// Open WebSocket sessions (upgraded, whether or not connected yet).
     pub sessions: AtomicUsize,
     /// When the node started, for `/api/info`.
@@ -154,6 +156,7 @@ impl Node {
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
             sessions: AtomicUsize::new(0),
             started: Instant::now(),
             next_conn_id: AtomicU64::new(1),

@@ -109,6 +109,11 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> R
             );
             r
         }
+        (&Method::POST, "/admin/drain") => admin_drain(&node, &req),
+        (_, "/admin/drain") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"/admin/drain takes POST"}"#,
+        ),
         (&Method::POST, p) if p.starts_with("/api/") => {
             let method = p.trim_start_matches("/api/").to_owned();
             crate::api::handle(node, req, &method).await
@@ -123,6 +128,31 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> R
         ),
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#),
     }
+}
+
+/// `POST /admin/drain` (API key in `X-API-Key`): drain and exit, as on SIGTERM.
+fn admin_drain(node: &Node, req: &Request<Incoming>) -> Response<Body> {
+    if !crate::api::key_ok(node, req) {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"missing or wrong X-API-Key"}"#,
+        );
+    }
+    let already = node.drain_requested.is_cancelled() || node.draining.load(Ordering::Relaxed);
+    node.drain_requested.cancel();
+    let d = &node.config.drain;
+    let body = serde_json::json!({
+        "draining": true,
+        "already": already,
+        "clients": node.registry.all().len(),
+        "grace": d.grace.as_secs_f64(),
+        "window": d.window.as_secs_f64(),
+        "timeout": d.timeout.as_secs_f64(),
+    });
+    json(
+        StatusCode::ACCEPTED,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 fn readyz(node: &Node) -> Response<Body> {

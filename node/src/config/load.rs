@@ -129,6 +129,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
     let log_format = s.parse(ENV_LOG_FORMAT, LogFormat::default());
     let auth = auth(&mut s);
     let cluster = super::cluster::cluster(&mut s);
+    let drain = super::drain::drain(&mut s);
     s.finish()?;
     Ok(NodeConfig {
         listen,
@@ -144,6 +145,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         expiry_grace,
         log_format,
         cluster,
+        drain,
     })
 }
 

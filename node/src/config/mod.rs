@@ -6,9 +6,11 @@
 //! The README's configuration table lists the same names, defaults and meanings.
 
 mod cluster;
+mod drain;
 mod load;
 
 pub use cluster::{default_advertise, ClusterOptions};
+pub use drain::DrainOptions;
 pub use load::load;
 
 use herald_shared::auth::AuthConfig;
@@ -49,6 +51,8 @@ pub struct NodeConfig {
     pub log_format: herald_shared::telemetry::LogFormat,
     /// How the node uses NATS (only read when `nats_url` is set).
     pub cluster: ClusterOptions,
+    /// How the node drains on SIGTERM or `POST /admin/drain`.
+    pub drain: DrainOptions,
 }
 
 /// Options of one namespace (`ns:` prefix of a channel name).
@@ -185,6 +189,12 @@ impl NodeConfig {
             expiry_grace: Duration::from_secs(5),
             log_format: herald_shared::telemetry::LogFormat::Plain,
             cluster: ClusterOptions::default(),
+            // Tests stop nodes all the time: no grace, no window.
+            drain: DrainOptions {
+                grace: Duration::ZERO,
+                window: Duration::ZERO,
+                timeout: Duration::from_secs(5),
+            },
         }
     }
 }

@@ -233,6 +233,10 @@ def start_node(binary: Path, workdir: Path, name: str, config_toml: Optional[str
         "HERALD_LISTEN": "127.0.0.1:0",
         "HERALD_TOKEN_HMAC_SECRET": secrets.token_hex(16),  # 32 characters
         "HERALD_API_KEY": secrets.token_urlsafe(24),
+        # Tests stop nodes all the time: drain at once unless a test asks otherwise.
+        "HERALD_DRAIN_GRACE": "0",
+        "HERALD_DRAIN_WINDOW": "0",
+        "HERALD_DRAIN_TIMEOUT": "10",
     }
     if config_toml is not None:
         cfg = workdir / f"{name}.toml"
