@@ -207,6 +207,8 @@ struct PublishReq {
     #[serde(default)]
     skip_history: bool,
     #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
     tags: BTreeMap<String, String>,
 }
 
@@ -216,6 +218,8 @@ struct BroadcastReq {
     data: Option<RawJson>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
     #[serde(default)]
     skip_history: bool,
     #[serde(default)]
@@ -237,6 +241,7 @@ async fn publish_one(
     data: RawJson,
     skip_history: bool,
     tags: BTreeMap<String, String>,
+    idempotency_key: Option<&str>,
 ) -> Result<StreamPosition, ApiError> {
     let ns = check_channel(node, channel)?;
     let publication = Publication {
@@ -247,7 +252,7 @@ async fn publish_one(
     };
     let pos = node
         .broker
-        .publish(channel, publication, &ns, skip_history)
+        .publish(channel, publication, &ns, skip_history, idempotency_key)
         .await
         .map_err(|e| {
             tracing::warn!(channel = %channel, error = %e, "api publish failed");
@@ -255,6 +260,23 @@ async fn publish_one(
         })?;
     node.metrics.publications.increment(1);
     Ok(pos)
+}
+
+/// Longest `idempotency_key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// An empty key counts as none; others must be short printable ASCII (they travel in a
+/// NATS header).
+fn idempotency_key(key: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match key {
+        None | Some("") => Ok(None),
+        Some(k) if k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k))
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "idempotency_key must be at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces"
+        ))),
+    }
 }
 
 fn position_json(p: &StreamPosition) -> Value {
@@ -268,18 +290,28 @@ fn position_json(p: &StreamPosition) -> Value {
 
 async fn publish(node: &Node, r: PublishReq) -> Result<Value, ApiError> {
     let data = payload(r.data, r.b64data)?;
-    let pos = publish_one(node, &r.channel, data, r.skip_history, r.tags).await?;
+    let key = idempotency_key(r.idempotency_key.as_deref())?;
+    let pos = publish_one(node, &r.channel, data, r.skip_history, r.tags, key).await?;
     Ok(position_json(&pos))
 }
 
 async fn broadcast(node: &Node, r: BroadcastReq) -> Result<Value, ApiError> {
     let data = payload(r.data, r.b64data)?;
+    let key = idempotency_key(r.idempotency_key.as_deref())?;
     if r.channels.is_empty() {
         return Err(ApiError::BadRequest("channels is required".into()));
     }
     let mut responses = Vec::with_capacity(r.channels.len());
     for channel in &r.channels {
-        let one = publish_one(node, channel, data.clone(), r.skip_history, r.tags.clone()).await;
+        let one = publish_one(
+            node,
+            channel,
+            data.clone(),
+            r.skip_history,
+            r.tags.clone(),
+            key,
+        )
+        .await;
         responses.push(match one {
             Ok(pos) => j!({ "result": position_json(&pos) }),
             Err(ApiError::Protocol(c)) => j!({"error": {"code": c.code(), "message": c.message()}}),

@@ -25,6 +25,9 @@ struct Stream {
     pubs: VecDeque<(Instant, Publication)>,
     /// When the stream may be forgotten entirely (last publication + TTL).
     expires: Instant,
+    /// Idempotency keys seen within [`super::IDEMPOTENCY_WINDOW`], with the offset
+    /// their publication got.
+    keys: HashMap<String, (u64, Instant)>,
 }
 
 impl Stream {
@@ -34,6 +37,7 @@ impl Stream {
             top: 0,
             pubs: VecDeque::new(),
             expires: Instant::now(),
+            keys: HashMap::new(),
         }
     }
 
@@ -61,6 +65,8 @@ pub struct MemoryBroker {
     streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
     /// Presence of the members (all of them are local).
     presence: LocalPresence,
+    /// Idempotency keys of publications to channels without history (channel, key).
+    plain_keys: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl MemoryBroker {
@@ -70,6 +76,7 @@ impl MemoryBroker {
             hub,
             streams: Mutex::new(HashMap::new()),
             presence: LocalPresence::default(),
+            plain_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,8 +113,20 @@ impl MemoryBroker {
         mut publication: Publication,
         ns: &NamespaceOptions,
         skip_history: bool,
+        idempotency_key: Option<&str>,
     ) -> StreamPosition {
         if !ns.has_history() {
+            if let Some(key) = idempotency_key {
+                let now = Instant::now();
+                let mut keys = self.plain_keys.lock().unwrap_or_else(|e| e.into_inner());
+                keys.retain(|_, at| now.duration_since(*at) < super::IDEMPOTENCY_WINDOW);
+                if keys
+                    .insert((channel.to_owned(), key.to_owned()), now)
+                    .is_some()
+                {
+                    return StreamPosition::default();
+                }
+            }
             publication.offset = 0;
             let bytes = encode_pub_push(channel, &publication);
             self.hub.publish(channel, 0, &bytes);
@@ -116,6 +135,18 @@ impl MemoryBroker {
         let stream = self.stream(channel);
         let mut st = stream.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        if let Some(key) = idempotency_key {
+            st.keys
+                .retain(|_, (_, at)| now.duration_since(*at) < super::IDEMPOTENCY_WINDOW);
+            if let Some((offset, _)) = st.keys.get(key) {
+                return StreamPosition {
+                    offset: *offset,
+                    epoch: st.epoch.clone(),
+                };
+            }
+            let next = st.top + 1;
+            st.keys.insert(key.to_owned(), (next, now));
+        }
         st.top += 1;
         publication.offset = st.top;
         let bytes = encode_pub_push(channel, &publication);
@@ -240,10 +271,10 @@ mod tests {
     fn offsets_increase_and_history_is_bounded() {
         let b = MemoryBroker::new(Arc::new(Hub::new(1 << 20)));
         let n = ns(3);
-        let first = b.publish("c", publication("a"), &n, false);
+        let first = b.publish("c", publication("a"), &n, false, None);
         assert_eq!(first.offset, 1);
         for t in ["b", "c", "d", "e"] {
-            b.publish("c", publication(t), &n, false);
+            b.publish("c", publication(t), &n, false, None);
         }
         let h = b.history("c", &HistoryQuery::default(), &n);
         assert_eq!(h.offset, 5);
@@ -278,7 +309,7 @@ mod tests {
         let q = Arc::new(Outbound::new(1 << 20));
         hub.add("c", 1, q.clone(), false, false);
         let b = MemoryBroker::new(hub);
-        b.publish("c", publication("x"), &ns(10), false);
+        b.publish("c", publication("x"), &ns(10), false, None);
         let items = q.take().items;
         assert_eq!(
             std::str::from_utf8(&items[0]).unwrap(),
@@ -312,12 +343,25 @@ mod tests {
     fn removed_history_keeps_offsets_going() {
         let b = MemoryBroker::new(Arc::new(Hub::new(1 << 20)));
         let n = ns(10);
-        b.publish("c", publication("a"), &n, false);
+        b.publish("c", publication("a"), &n, false, None);
         b.remove_history("c");
         assert!(b
             .history("c", &HistoryQuery::default(), &n)
             .publications
             .is_empty());
-        assert_eq!(b.publish("c", publication("b"), &n, false).offset, 2);
+        assert_eq!(b.publish("c", publication("b"), &n, false, None).offset, 2);
+    }
+
+    #[test]
+    fn an_idempotency_key_publishes_once() {
+        let hub = Arc::new(Hub::new(1 << 20));
+        let b = MemoryBroker::new(hub);
+        let first = b.publish("c", publication("a"), &ns(10), false, Some("k1"));
+        let again = b.publish("c", publication("a"), &ns(10), false, Some("k1"));
+        assert_eq!(first, again);
+        let other = b.publish("c", publication("b"), &ns(10), false, Some("k2"));
+        assert_eq!(other.offset, first.offset + 1);
+        let elsewhere = b.publish("d", publication("a"), &ns(10), false, Some("k1"));
+        assert_eq!(elsewhere.offset, 1, "keys are per channel");
     }
 }

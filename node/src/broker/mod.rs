@@ -30,6 +30,10 @@ pub enum BrokerError {
     Internal(String),
 }
 
+/// How long a publish `idempotency_key` is remembered (JetStream's duplicate window in
+/// a cluster).
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What to read from a channel's history.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryQuery {
@@ -91,16 +95,26 @@ impl Broker {
 
     /// Publishes to a channel. With history, the publication gets the next offset and is
     /// kept; the returned position is the publication's. Without history offset is 0.
+    /// A publication with an `idempotency_key` already used on the channel within
+    /// [`IDEMPOTENCY_WINDOW`] is not published again; the first one's position is
+    /// returned (in a cluster: for channels with history, through JetStream's
+    /// de-duplication).
     pub async fn publish(
         &self,
         channel: &str,
         publication: Publication,
         ns: &NamespaceOptions,
         skip_history: bool,
+        idempotency_key: Option<&str>,
     ) -> Result<StreamPosition, BrokerError> {
         match self {
-            Broker::Memory(b) => Ok(b.publish(channel, publication, ns, skip_history)),
-            Broker::Nats(b) => b.publish(channel, &publication, ns, skip_history).await,
+            Broker::Memory(b) => {
+                Ok(b.publish(channel, publication, ns, skip_history, idempotency_key))
+            }
+            Broker::Nats(b) => {
+                b.publish(channel, &publication, ns, skip_history, idempotency_key)
+                    .await
+            }
         }
     }
 

@@ -388,7 +388,7 @@ impl Session {
         };
         self.node
             .broker
-            .publish(&req.channel, publication, &ns, false)
+            .publish(&req.channel, publication, &ns, false, None)
             .await
             .map_err(|e| {
                 tracing::warn!(channel = %req.channel, error = %e, "publish failed");

@@ -206,3 +206,25 @@ def wait_ready(node, timeout: float = 3 * T) -> None:
             last = e
         time.sleep(0.05)
     raise AssertionError(f"{node.name} not ready within {timeout}s: {last}\n{node.log_text()}")
+
+
+_REPORTS: list[dict] = []
+
+
+@pytest.fixture
+def herald_report(request):
+    """`herald_report(dict)`: figures a test measured, printed at the end of the run."""
+
+    def add(report: dict) -> None:
+        _REPORTS.append({"test": request.node.name, **report})
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORTS:
+        import json as _json
+
+        terminalreporter.section("herald measurements")
+        for r in _REPORTS:
+            terminalreporter.write_line(_json.dumps(r))

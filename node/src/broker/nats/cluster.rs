@@ -183,7 +183,7 @@ async fn set_up(inner: &Arc<Inner>) -> Result<(), BrokerError> {
             },
             num_replicas: inner.opts.replicas,
             allow_direct: true,
-            duplicate_window: Duration::from_secs(30),
+            duplicate_window: crate::broker::IDEMPOTENCY_WINDOW,
             republish: Some(stream::Republish {
                 source: src,
                 destination: dest,

@@ -191,6 +191,7 @@ impl NatsBroker {
         publication: &Publication,
         ns: &NamespaceOptions,
         skip_history: bool,
+        idempotency_key: Option<&str>,
     ) -> Result<StreamPosition, BrokerError> {
         self.ensure_connected().await?;
         let payload = Bytes::from(codec::encode_publication(publication));
@@ -210,11 +211,13 @@ impl NatsBroker {
         }
         let ns_stream = self.ns_stream(channel)?;
         let mut headers = HeaderMap::new();
-        // Retries below are deduplicated by JetStream through this id.
-        headers.insert(
-            "Nats-Msg-Id",
-            uuid::Uuid::new_v4().simple().to_string().as_str(),
-        );
+        // Retries below (and the caller's, with an idempotency key) are deduplicated by
+        // JetStream through this id; a duplicate's ack carries the first one's sequence.
+        let msg_id = match idempotency_key {
+            Some(key) => format!("k.{}.{key}", subjects::escape(channel)),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
         let seq = self
             .inner
             .js_publish(subjects::publish_subject(channel), headers, payload)
