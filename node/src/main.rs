@@ -24,6 +24,18 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some("healthcheck") => {
+            use herald_shared::healthcheck;
+            let target = healthcheck::local_target(config.listen);
+            return match healthcheck::probe(target, "/healthz") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("herald-node healthcheck: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("drain") => return drain_cmd(&config),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -75,6 +87,9 @@ const USAGE: &str =
     "usage: herald-node                 run a node (configured by HERALD_* variables)
        herald-node token --user ID [--channels a,b] [--ttl S] [--channel C] [--info JSON]
                                     print a JWT signed with HERALD_TOKEN_HMAC_SECRET
+       herald-node healthcheck       exit 0 if this node's /healthz answers 200 (for HEALTHCHECK)
+       herald-node drain             ask this node (POST /admin/drain) to drain, wait until it
+                                    has exited (a Kubernetes preStop hook)
        herald-node --version";
 
 fn print_banner(config: &herald_node::config::NodeConfig, addr: std::net::SocketAddr) {
@@ -132,4 +147,36 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     shutdown.cancel();
+}
+
+/// `herald-node drain`: asks the node on this host to drain and waits until it stops
+/// answering, so a Kubernetes preStop hook ends when the drain does.
+fn drain_cmd(config: &herald_node::config::NodeConfig) -> ExitCode {
+    use herald_shared::healthcheck;
+    let target = healthcheck::local_target(config.listen);
+    let Some(key) = config.api_key.as_deref() else {
+        eprintln!("herald-node drain: HERALD_API_KEY is not set");
+        return ExitCode::from(64);
+    };
+    match healthcheck::request(target, "POST", "/admin/drain", &[("X-API-Key", key)]) {
+        Ok(202) => {}
+        Ok(code) => {
+            eprintln!("herald-node drain: /admin/drain answered {code}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("herald-node drain: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let deadline =
+        std::time::Instant::now() + config.drain.timeout + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if healthcheck::probe(target, "/healthz").is_err() {
+            return ExitCode::SUCCESS; // gone: the drain is over
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    eprintln!("herald-node drain: still answering after the drain timeout");
+    ExitCode::FAILURE
 }

@@ -25,6 +25,11 @@ pub const DISCONNECTS: &str = "herald_node_disconnects_total";
 pub const SLOW_CONSUMER_DROPS: &str = "herald_node_slow_consumer_drops_total";
 /// Subscriptions on this node (gauge).
 pub const SUBSCRIPTIONS: &str = "herald_node_subscriptions";
+/// Time a publication takes to be accepted by the broker (stored in JetStream and
+/// acknowledged, in a cluster), seconds.
+pub const PUBLISH_DURATION: &str = "herald_node_publish_duration_seconds";
+/// 1 while the NATS connection is up (cluster mode), else 0.
+pub const NATS_CONNECTED: &str = "herald_node_nats_connected";
 /// 1 while the node drains, else 0.
 pub const DRAINING: &str = "herald_node_draining";
 /// Clients disconnected by a drain.
@@ -89,7 +94,7 @@ pub fn disconnect(code: u16) {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open client connections.");
     describe_counter!(CONNECTS, "Connect attempts by result.");
     describe_counter!(COMMANDS, "Client commands by method and result.");
@@ -105,6 +110,14 @@ fn describe() {
     describe_gauge!(SUBSCRIPTIONS, "Channel subscriptions on this node.");
     describe_counter!(API_REQUESTS, "Server API requests by method and result.");
     describe_counter!(UPGRADES_REFUSED, "WebSocket upgrades refused, by reason.");
+    describe_histogram!(
+        PUBLISH_DURATION,
+        "Seconds until the broker accepted a publication (JetStream ack in a cluster)."
+    );
+    describe_gauge!(
+        NATS_CONNECTED,
+        "1 while the NATS connection is up (cluster mode)."
+    );
     describe_gauge!(
         DRAINING,
         "1 while the node drains (SIGTERM or /admin/drain), else 0."

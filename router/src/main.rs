@@ -13,11 +13,13 @@ const EXIT_BIND: u8 = 71;
 
 const USAGE: &str =
     "usage: herald-router            run the router (configured by HERALD_ROUTER_* variables)
+       herald-router healthcheck    exit 0 if this router's /healthz answers 200
        herald-router --version";
 
 fn main() -> ExitCode {
+    let healthcheck = std::env::args().nth(1).as_deref() == Some("healthcheck");
     match std::env::args().nth(1).as_deref() {
-        None => {}
+        None | Some("healthcheck") => {}
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -35,6 +37,17 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(errors) => exit_with(&errors),
     };
+    if healthcheck {
+        // For container engines: probe this router's own /healthz.
+        use herald_shared::healthcheck;
+        return match healthcheck::probe(healthcheck::local_target(config.listen), "/healthz") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herald-router healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     herald_shared::telemetry::init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

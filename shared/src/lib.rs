@@ -12,5 +12,6 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod healthcheck;
 pub mod protocol;
 pub mod telemetry;

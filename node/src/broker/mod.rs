@@ -107,7 +107,8 @@ impl Broker {
         skip_history: bool,
         idempotency_key: Option<&str>,
     ) -> Result<StreamPosition, BrokerError> {
-        match self {
+        let started = std::time::Instant::now();
+        let result = match self {
             Broker::Memory(b) => {
                 Ok(b.publish(channel, publication, ns, skip_history, idempotency_key))
             }
@@ -115,7 +116,12 @@ impl Broker {
                 b.publish(channel, &publication, ns, skip_history, idempotency_key)
                     .await
             }
+        };
+        if result.is_ok() {
+            metrics::histogram!(crate::metrics::PUBLISH_DURATION)
+                .record(started.elapsed().as_secs_f64());
         }
+        result
     }
 
     /// Tells subscribers who want it that `info` joined `channel`.

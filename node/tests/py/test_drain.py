@@ -70,3 +70,23 @@ async def test_sigterm_drains_the_same_way(node_factory, raw):
     await c.expect_disconnect(3001)
     assert node.wait_exit(timeout=T) == 0
     assert "drained" in node.log_text()
+
+
+async def test_drain_subcommand_drains_its_node_and_waits_for_the_end(node_factory, raw):
+    """`herald-node drain` (the Kubernetes preStop hook) runs beside the node, with
+    the same settings."""
+    import os
+    import subprocess
+
+    node = node_factory(HERALD_DRAIN_GRACE=0.5, HERALD_DRAIN_WINDOW=0.5, HERALD_DRAIN_TIMEOUT=5)
+    c = await raw(node)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(node.env)
+    env["HERALD_LISTEN"] = f"127.0.0.1:{node.port}"
+    hook = await asyncio.create_subprocess_exec(str(node.binary), "drain", env=env)
+    assert await asyncio.wait_for(hook.wait(), T) == 0
+    assert not node.running() or node.wait_exit(timeout=T) == 0
+    await c.expect_disconnect(3001)
+    wrong = subprocess.run([str(node.binary), "drain"], env={**env, "HERALD_API_KEY": "x" * 20},
+                           capture_output=True, text=True, timeout=T)
+    assert wrong.returncode != 0  # nothing answers any more

@@ -61,9 +61,11 @@ pub async fn on_event(inner: Arc<Inner>, event: async_nats::Event) {
                 });
             }
             inner.connected.store(true, Ordering::Release);
+            metrics::gauge!(crate::metrics::NATS_CONNECTED).set(1.0);
         }
         async_nats::Event::Disconnected => {
             inner.connected.store(false, Ordering::Release);
+            metrics::gauge!(crate::metrics::NATS_CONNECTED).set(0.0);
             tracing::warn!("NATS disconnected");
         }
         async_nats::Event::SlowConsumer(sid) => {
@@ -84,6 +86,8 @@ pub async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     if inner.client.connection_state() == async_nats::connection::State::Connected {
         inner.connected.store(true, Ordering::Release);
     }
+    let up = inner.connected.load(Ordering::Acquire);
+    metrics::gauge!(crate::metrics::NATS_CONNECTED).set(if up { 1.0 } else { 0.0 });
     loop {
         match set_up(&inner).await {
             Ok(()) => break,
