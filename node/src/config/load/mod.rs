@@ -1,0 +1,498 @@
+//! Reads a [`NodeConfig`] from `HERALD_*` settings and the optional TOML file named by
+//! `HERALD_CONFIG`, collecting every bad value (see `herald_shared::config`).
+//!
+//! Defaults of channel options and limits are the `Default` impls in the parent module,
+//! so each lives in one place; the others are the `DEFAULT_*` constants here.
+
+use super::{Limits, NamespaceOptions, Namespaces, NodeConfig};
+use herald_shared::auth::{Algorithm, AuthConfig, Verifier, VerifyKey, MAX_LEEWAY_SECS};
+use herald_shared::config::{ConfigError, Lookup, Reader, Settings, Value};
+use herald_shared::telemetry::{check_log_filter, LogFormat};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Bound;
+use std::time::Duration;
+
+/// Prefix stripped (and the rest lowercased) to make TOML keys: `HERALD_LISTEN` -> `listen`.
+const PREFIX: &str = "HERALD_";
+/// Path of the optional TOML file.
+const ENV_CONFIG: &str = "HERALD_CONFIG";
+/// Log filter, read by `tracing`; checked here so a typo is reported, not ignored.
+const ENV_RUST_LOG: &str = "RUST_LOG";
+
+const ENV_LISTEN: &str = "HERALD_LISTEN";
+const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8000);
+const ENV_NODE_ID: &str = "HERALD_NODE_ID";
+/// Where the default node id comes from first (set by shells, Docker and Kubernetes).
+const ENV_HOSTNAME: &str = "HOSTNAME";
+const ETC_HOSTNAME: &str = "/etc/hostname";
+const ENV_NATS_URL: &str = "HERALD_NATS_URL";
+const ENV_ALLOW_ANONYMOUS: &str = "HERALD_ALLOW_ANONYMOUS";
+const DEFAULT_ALLOW_ANONYMOUS: bool = false;
+const ENV_API_KEY: &str = "HERALD_API_KEY";
+
+const ENV_HISTORY_SIZE: &str = "HERALD_HISTORY_SIZE";
+const ENV_HISTORY_TTL: &str = "HERALD_HISTORY_TTL";
+const ENV_PRESENCE: &str = "HERALD_PRESENCE";
+const ENV_JOIN_LEAVE: &str = "HERALD_JOIN_LEAVE";
+const ENV_FORCE_PUSH_JOIN_LEAVE: &str = "HERALD_FORCE_PUSH_JOIN_LEAVE";
+const ENV_ALLOW_PUBLISH: &str = "HERALD_ALLOW_PUBLISH";
+const ENV_ALLOW_SUBSCRIBE: &str = "HERALD_ALLOW_SUBSCRIBE";
+const ENV_ALLOW_PRESENCE: &str = "HERALD_ALLOW_PRESENCE_FOR_SUBSCRIBER";
+const ENV_ALLOW_HISTORY: &str = "HERALD_ALLOW_HISTORY_FOR_SUBSCRIBER";
+const ENV_RECOVERY: &str = "HERALD_RECOVERY";
+
+const ENV_MAX_CONNECTIONS: &str = "HERALD_MAX_CONNECTIONS";
+const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_HANDSHAKE_TIMEOUT";
+const ENV_MAX_MESSAGE_SIZE: &str = "HERALD_MAX_MESSAGE_SIZE";
+/// Smallest and largest `HERALD_MAX_MESSAGE_SIZE`: a connect command with a token needs a
+/// few hundred bytes; beyond 16 MiB one client could pin a lot of memory.
+const MIN_MESSAGE_SIZE: usize = 128;
+const MAX_MESSAGE_SIZE: usize = 16 << 20;
+const ENV_MAX_CHANNELS: &str = "HERALD_MAX_CHANNELS_PER_CONNECTION";
+const ENV_COMMANDS_PER_SECOND: &str = "HERALD_COMMANDS_PER_SECOND";
+const ENV_QUEUE_MAX_BYTES: &str = "HERALD_QUEUE_MAX_BYTES";
+/// Smallest `HERALD_QUEUE_MAX_BYTES`: below this nearly every client would count as slow.
+const MIN_QUEUE_BYTES: usize = 1 << 10;
+const ENV_ALLOWED_ORIGINS: &str = "HERALD_ALLOWED_ORIGINS";
+const ENV_MAX_API_BODY: &str = "HERALD_MAX_API_BODY";
+/// Smallest `HERALD_MAX_API_BODY`: room for one small publish command.
+const MIN_API_BODY: usize = 128;
+
+const ENV_PING_INTERVAL: &str = "HERALD_PING_INTERVAL";
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+const ENV_PONG_TIMEOUT: &str = "HERALD_PONG_TIMEOUT";
+const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(8);
+/// Bounds of ping interval and pong timeout, seconds.
+const MIN_PING: Duration = Duration::from_secs(1);
+const MAX_PING: Duration = Duration::from_secs(3600);
+const ENV_EXPIRY_GRACE: &str = "HERALD_EXPIRY_GRACE";
+const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+const MAX_EXPIRY_GRACE: Duration = Duration::from_secs(86_400);
+const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
+
+const ENV_TOKEN_HMAC_SECRET: &str = "HERALD_TOKEN_HMAC_SECRET";
+/// Shortest HMAC secret accepted, bytes: shorter ones can be brute-forced from one token.
+const MIN_HMAC_SECRET: usize = 16;
+const ENV_TOKEN_RSA_PUBLIC_KEY: &str = "HERALD_TOKEN_RSA_PUBLIC_KEY";
+const ENV_TOKEN_ECDSA_PUBLIC_KEY: &str = "HERALD_TOKEN_ECDSA_PUBLIC_KEY";
+const ENV_TOKEN_ED25519_PUBLIC_KEY: &str = "HERALD_TOKEN_ED25519_PUBLIC_KEY";
+const ENV_TOKEN_ALGORITHM: &str = "HERALD_TOKEN_ALGORITHM";
+const ENV_TOKEN_AUDIENCE: &str = "HERALD_TOKEN_AUDIENCE";
+const ENV_TOKEN_ISSUER: &str = "HERALD_TOKEN_ISSUER";
+const ENV_TOKEN_LEEWAY: &str = "HERALD_TOKEN_LEEWAY";
+
+/// Every algorithm a key can be used with, by name as in JWT headers.
+const ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Reads the node's configuration from `lookup` (and the file it names in
+/// `HERALD_CONFIG`). On failure returns every problem found, each naming its setting.
+pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
+    let mut s = Settings::load(lookup, PREFIX, ENV_CONFIG);
+    if let Some(filter) = s.value(ENV_RUST_LOG) {
+        if let Err(reason) = check_log_filter(&filter.text) {
+            s.report(filter.error(reason));
+        }
+    }
+    let listen = s.convert(ENV_LISTEN, DEFAULT_LISTEN, |t| {
+        t.parse()
+            .map_err(|_| "expected address:port, such as 0.0.0.0:8000 or [::]:8000".into())
+    });
+    let node_id = node_id(&mut s);
+    let nats_urls = s.list_with(ENV_NATS_URL, check_nats_url);
+    let allow_anonymous = s.bool(ENV_ALLOW_ANONYMOUS, DEFAULT_ALLOW_ANONYMOUS);
+    let api_key = s.string(ENV_API_KEY);
+    let default = namespace_options(&mut s, &NamespaceOptions::default());
+    let named = named_namespaces(&mut s, &default);
+    let limits = limits(&mut s);
+    let ping_interval = s.secs_in(
+        ENV_PING_INTERVAL,
+        DEFAULT_PING_INTERVAL,
+        MIN_PING..=MAX_PING,
+    );
+    let pong_timeout = s.secs_in(ENV_PONG_TIMEOUT, DEFAULT_PONG_TIMEOUT, MIN_PING..=MAX_PING);
+    let expiry_grace = s.secs_in(ENV_EXPIRY_GRACE, DEFAULT_EXPIRY_GRACE, ..=MAX_EXPIRY_GRACE);
+    let log_format = s.parse(ENV_LOG_FORMAT, LogFormat::default());
+    let auth = auth(&mut s);
+    let cluster = super::cluster::cluster(&mut s);
+    let drain = super::drain::drain(&mut s);
+    s.finish()?;
+    Ok(NodeConfig {
+        listen,
+        node_id,
+        nats_url: (!nats_urls.is_empty()).then(|| nats_urls.join(",")),
+        auth,
+        allow_anonymous,
+        api_key,
+        namespaces: Namespaces { default, named },
+        limits,
+        ping_interval,
+        pong_timeout,
+        expiry_grace,
+        log_format,
+        cluster,
+        drain,
+    })
+}
+
+/// `HERALD_NODE_ID`, else `HOSTNAME`, else `/etc/hostname`, else `node-` + 8 hex digits.
+fn node_id(s: &mut Settings<'_>) -> String {
+    if let Some(id) = s.value(ENV_NODE_ID) {
+        return match check_node_id(&id.text) {
+            Ok(()) => id.text,
+            Err(reason) => {
+                s.report(id.error(reason));
+                String::new()
+            }
+        };
+    }
+    // A host name that would not pass as a node id is skipped, not an error: the user
+    // did not write it.
+    let usable = |name: &String| check_node_id(name).is_ok();
+    s.lookup()
+        .get(ENV_HOSTNAME)
+        .map(|h| h.trim().to_owned())
+        .filter(usable)
+        .or_else(|| {
+            std::fs::read_to_string(ETC_HOSTNAME)
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(usable)
+        })
+        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+}
+
+/// Node ids appear in replies, logs and metrics: host-name characters only.
+fn check_node_id(id: &str) -> Result<(), String> {
+    let ok = (1..=253).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("expected 1 to 253 letters, digits, '.', '_' or '-'".into())
+    }
+}
+
+/// One NATS server: `host:port` or `nats://`, `tls://`, `ws://`, `wss://` URLs.
+fn check_nats_url(url: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected a NATS server such as nats://127.0.0.1:4222 (comma-separated for several)";
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !["nats", "tls", "ws", "wss"].contains(&scheme.to_ascii_lowercase().as_str()) {
+                return Err(EXPECTED.into());
+            }
+            rest
+        }
+        None => url,
+    };
+    if rest.is_empty() || rest.starts_with(['/', ':']) || url.contains(char::is_whitespace) {
+        return Err(EXPECTED.into());
+    }
+    Ok(url.to_owned())
+}
+
+/// One allowed Origin: `*`, or `scheme://host[:port]` with at most one `*` in the host.
+/// An Origin header never has a path, so a trailing `/` would never match: refused.
+fn check_origin(origin: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected an origin such as https://app.example.com or https://*.example.com (no path, no trailing slash)";
+    if origin == "*" {
+        return Ok(origin.to_owned());
+    }
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return Err(EXPECTED.into());
+    };
+    let ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#'])
+        && !host.contains(char::is_whitespace)
+        && host.matches('*').count() <= 1;
+    if ok {
+        Ok(origin.to_owned())
+    } else {
+        Err(EXPECTED.into())
+    }
+}
+
+/// Channel options read through `r`, each defaulting to `d`'s: the default namespace from
+/// the environment and file top level, a named one from its `[namespaces.NAME]` table.
+fn namespace_options(r: &mut impl Reader, d: &NamespaceOptions) -> NamespaceOptions {
+    NamespaceOptions {
+        history_size: r.int(ENV_HISTORY_SIZE, d.history_size, ..),
+        history_ttl: r.secs(ENV_HISTORY_TTL, d.history_ttl),
+        presence: r.bool(ENV_PRESENCE, d.presence),
+        join_leave: r.bool(ENV_JOIN_LEAVE, d.join_leave),
+        force_push_join_leave: r.bool(ENV_FORCE_PUSH_JOIN_LEAVE, d.force_push_join_leave),
+        allow_publish: r.bool(ENV_ALLOW_PUBLISH, d.allow_publish),
+        allow_subscribe: r.bool(ENV_ALLOW_SUBSCRIBE, d.allow_subscribe),
+        allow_presence: r.bool(ENV_ALLOW_PRESENCE, d.allow_presence),
+        allow_history: r.bool(ENV_ALLOW_HISTORY, d.allow_history),
+        recovery: r.bool(ENV_RECOVERY, d.recovery),
+    }
+}
+
+/// The file's `[namespaces.NAME]` tables, each inheriting the default namespace.
+fn named_namespaces(
+    s: &mut Settings<'_>,
+    default: &NamespaceOptions,
+) -> HashMap<String, NamespaceOptions> {
+    let mut named = HashMap::new();
+    for name in s.namespace_names() {
+        // Read even a badly named table, so its own mistakes are reported too.
+        let options = namespace_options(&mut s.namespace(&name), default);
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if valid {
+            named.insert(name, options);
+        } else {
+            s.report(ConfigError::new(
+                format!("namespaces.{name}"),
+                "",
+                "a namespace name may contain only letters, digits, '_' and '-'",
+            ));
+        }
+    }
+    named
+}
+
+fn limits(s: &mut Settings<'_>) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_connections: s.int(ENV_MAX_CONNECTIONS, d.max_connections, 1..),
+        handshake_timeout: s.secs_in(
+            ENV_HANDSHAKE_TIMEOUT,
+            d.handshake_timeout,
+            (Bound::Excluded(Duration::ZERO), Bound::Included(MAX_PING)),
+        ),
+        max_message_size: s.bytes(
+            ENV_MAX_MESSAGE_SIZE,
+            d.max_message_size,
+            MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE,
+        ),
+        max_channels_per_connection: s.int(ENV_MAX_CHANNELS, d.max_channels_per_connection, 1..),
+        commands_per_second: s.int(ENV_COMMANDS_PER_SECOND, d.commands_per_second, ..),
+        queue_max_bytes: s.bytes(ENV_QUEUE_MAX_BYTES, d.queue_max_bytes, MIN_QUEUE_BYTES..),
+        allowed_origins: s.list_with(ENV_ALLOWED_ORIGINS, check_origin),
+        max_api_body: s.bytes(ENV_MAX_API_BODY, d.max_api_body, MIN_API_BODY..),
+    }
+}
+
+/// A setting read in two steps (text, then checked): unset, set but bad (already
+/// reported), or good.
+enum Slot<T> {
+    Unset,
+    Bad,
+    Set(Value, T),
+}
+
+impl<T> Slot<T> {
+    fn read(
+        s: &mut Settings<'_>,
+        name: &str,
+        check: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Self {
+        let Some(value) = s.value(name) else {
+            return Slot::Unset;
+        };
+        match check(&value.text) {
+            Ok(v) => Slot::Set(value, v),
+            Err(reason) => {
+                s.report(value.error(reason));
+                Slot::Bad
+            }
+        }
+    }
+
+    fn is_unset(&self) -> bool {
+        matches!(self, Slot::Unset)
+    }
+}
+
+/// Token verification: at most one key kind, an algorithm fitting it, the key checked by
+/// building a [`Verifier`] now rather than on the first connect.
+fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
+    let keys = [
+        (
+            ENV_TOKEN_HMAC_SECRET,
+            Slot::read(s, ENV_TOKEN_HMAC_SECRET, hmac_secret),
+        ),
+        (
+            ENV_TOKEN_RSA_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_RSA_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::RsaPem)
+            }),
+        ),
+        (
+            ENV_TOKEN_ECDSA_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_ECDSA_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::EcPem)
+            }),
+        ),
+        (
+            ENV_TOKEN_ED25519_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_ED25519_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::EdPem)
+            }),
+        ),
+    ];
+    let algorithm = Slot::read(s, ENV_TOKEN_ALGORITHM, parse_algorithm);
+    let audience = s.string(ENV_TOKEN_AUDIENCE);
+    let issuer = s.string(ENV_TOKEN_ISSUER);
+    let leeway = Slot::read(s, ENV_TOKEN_LEEWAY, |t| {
+        herald_shared::config::parse_int_in(t, &(..=MAX_LEEWAY_SECS))
+    });
+
+    let given: Vec<&str> = keys
+        .iter()
+        .filter(|(_, slot)| !slot.is_unset())
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() > 1 {
+        s.report(ConfigError::new(
+            given[1],
+            "",
+            format!(
+                "only one token key may be set, but {} are",
+                given.join(" and ")
+            ),
+        ));
+        return None;
+    }
+    let Some((_, Slot::Set(key_value, key))) = keys.into_iter().find(|(_, k)| !k.is_unset()) else {
+        if given.is_empty() {
+            // Without a key nothing is verified: these settings would silently do nothing.
+            let orphans = [
+                (ENV_TOKEN_ALGORITHM, !algorithm.is_unset()),
+                (ENV_TOKEN_AUDIENCE, audience.is_some()),
+                (ENV_TOKEN_ISSUER, issuer.is_some()),
+                (ENV_TOKEN_LEEWAY, !leeway.is_unset()),
+            ];
+            for (name, _) in orphans.iter().filter(|(_, set)| *set) {
+                s.report(ConfigError::new(
+                    *name,
+                    "",
+                    format!("has no effect without a token key; set {ENV_TOKEN_HMAC_SECRET} or a public key"),
+                ));
+            }
+        }
+        return None;
+    };
+
+    let algorithm = match algorithm {
+        Slot::Unset => default_algorithm(&key),
+        Slot::Bad => return None,
+        Slot::Set(value, alg) => {
+            let fitting = algorithms_for(&key);
+            if !fitting.contains(&alg) {
+                let names: Vec<&str> = ALGORITHMS
+                    .iter()
+                    .filter(|(_, a)| fitting.contains(a))
+                    .map(|(n, _)| *n)
+                    .collect();
+                s.report(value.error(format!(
+                    "cannot be used with {}; expected {}",
+                    key_value.setting,
+                    names.join(", ")
+                )));
+                return None;
+            }
+            alg
+        }
+    };
+    let config = AuthConfig {
+        algorithm,
+        key,
+        audience,
+        issuer,
+        leeway_secs: match leeway {
+            Slot::Set(_, secs) => secs,
+            Slot::Unset | Slot::Bad => 0,
+        },
+    };
+    match Verifier::new(&config) {
+        Ok(_) => Some(config),
+        Err(e) => {
+            s.report(key_value.error(e.to_string()));
+            None
+        }
+    }
+}
+
+fn hmac_secret(text: &str) -> Result<VerifyKey, String> {
+    if text.len() < MIN_HMAC_SECRET {
+        return Err(format!(
+            "weak secret: at least {MIN_HMAC_SECRET} bytes are needed, 32 or more recommended"
+        ));
+    }
+    Ok(VerifyKey::Hmac(text.as_bytes().to_vec()))
+}
+
+/// PEM text, or `@/path/to/key.pem` to read a file. A PEM squeezed onto one line with
+/// literal `\n` escapes (as in `.env` files) is unfolded.
+fn pem(text: &str) -> Result<Vec<u8>, String> {
+    if let Some(path) = text.strip_prefix('@') {
+        let path = path.trim();
+        return std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+    }
+    if !text.contains('\n') && text.contains("\\n") {
+        return Ok(text.replace("\\n", "\n").into_bytes());
+    }
+    Ok(text.as_bytes().to_vec())
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Err("unsigned tokens (\"none\") are never accepted".into());
+    }
+    ALGORITHMS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, alg)| *alg)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ALGORITHMS.iter().map(|(n, _)| *n).collect();
+            format!("expected one of {}", names.join(", "))
+        })
+}
+
+fn algorithms_for(key: &VerifyKey) -> &'static [Algorithm] {
+    use Algorithm::*;
+    match key {
+        VerifyKey::Hmac(_) => &[HS256, HS384, HS512],
+        VerifyKey::RsaPem(_) => &[RS256, RS384, RS512, PS256, PS384, PS512],
+        VerifyKey::EcPem(_) => &[ES256, ES384],
+        VerifyKey::EdPem(_) => &[EdDSA],
+    }
+}
+
+fn default_algorithm(key: &VerifyKey) -> Algorithm {
+    match key {
+        VerifyKey::Hmac(_) => Algorithm::HS256,
+        VerifyKey::RsaPem(_) => Algorithm::RS256,
+        VerifyKey::EcPem(_) => Algorithm::ES256,
+        VerifyKey::EdPem(_) => Algorithm::EdDSA,
+    }
+}
+
+#[cfg(test)]
+mod tests;
