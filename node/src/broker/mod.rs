@@ -31,7 +31,7 @@ pub enum BrokerError {
 }
 
 /// How long a publish `idempotency_key` is remembered (JetStream's duplicate window in
-/// a cluster).
+/// a cluster, shortened to the namespace's history TTL when that is shorter).
 pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What to read from a channel's history.

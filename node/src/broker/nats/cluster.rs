@@ -187,7 +187,8 @@ async fn set_up(inner: &Arc<Inner>) -> Result<(), BrokerError> {
             },
             num_replicas: inner.opts.replicas,
             allow_direct: true,
-            duplicate_window: crate::broker::IDEMPOTENCY_WINDOW,
+            // JetStream refuses a duplicate window longer than the messages live.
+            duplicate_window: crate::broker::IDEMPOTENCY_WINDOW.min(opts.history_ttl),
             republish: Some(stream::Republish {
                 source: src,
                 destination: dest,
