@@ -18,6 +18,11 @@ use tokio::net::{TcpListener, TcpSocket};
 /// The response body type of every route.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
+/// Largest request head (request line and headers) read from a client, bytes; a
+/// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
+/// that much memory; browsers send a few KiB (cookies included).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Listen backlog: tokio's default (1024) overflows in connect storms.
 pub const LISTEN_BACKLOG: u32 = 8192;
 
@@ -76,6 +81,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .max_header_size(MAX_REQUEST_HEAD)
                 .header_read_timeout(node2.config.limits.handshake_timeout)
                 .serve_connection(io, service)
                 .with_upgrades();
@@ -199,6 +205,19 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
             "draining",
             StatusCode::SERVICE_UNAVAILABLE,
             "node is draining",
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return r;
+    }
+    // Not ready (a cluster node still setting up, or cut off from NATS): a session now
+    // would only stall on its first subscribe; the client retries, or the router picks
+    // a ready node.
+    if node.broker.ready().is_err() {
+        let mut r = refuse(
+            "not_ready",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is not ready",
         );
         r.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));

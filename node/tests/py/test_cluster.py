@@ -10,6 +10,7 @@ import json
 import time
 
 import centrifuge
+import websockets
 from cent import (
     BroadcastRequest,
     ChannelsRequest,
@@ -433,3 +434,16 @@ async def test_nodes_announce_themselves_for_router_discovery(nats, cluster):
         await watch.wait_for(lambda m: m.get("id") == "n0" and m.get("state") == "leaving", what="leaving")
     finally:
         await watch.close()
+
+
+async def test_a_node_without_nats_refuses_upgrades_until_ready(node_factory):
+    from natsutil import free_port
+
+    node = node_factory(HERALD_NATS_URL=f"nats://127.0.0.1:{free_port()}")  # nobody there
+    ready = await http("GET", f"{node.http_url}/readyz")
+    assert ready.status == 503 and "nats" in ready.json()["reason"].lower(), ready.text
+    try:
+        await websockets.connect(node.ws_url, open_timeout=T)
+        raise AssertionError("a node that is not ready accepted a WebSocket")
+    except websockets.InvalidStatus as e:
+        assert e.response.status_code == 503 and e.response.headers.get("Retry-After")

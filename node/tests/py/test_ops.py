@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from cent import PublishRequest
 
-from harness import STOP_TIMEOUT, http
+from harness import STOP_TIMEOUT, T, http
 
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
@@ -116,11 +116,19 @@ async def test_sigterm_closes_every_client_with_3001_and_exits_0(node, raw):
         await c.subscribe("shutdown")
     probe = await raw(node, connect=False)  # not connected yet: must be closed too
     node.terminate()
-    # While draining, /readyz must not say ready (the router takes the node out).
-    try:
-        r = await http("GET", f"{node.http_url}/readyz", timeout=2)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        r = None  # the listener is already closed: equally "not ready"
+    # While draining, /readyz must not say ready (the router takes the node out). The
+    # signal is handled asynchronously: a probe sent in the same instant may still see
+    # "ready", so ask until the node has taken it in.
+    deadline = asyncio.get_running_loop().time() + T
+    while True:
+        try:
+            r = await http("GET", f"{node.http_url}/readyz", timeout=2)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            r = None  # the listener is already closed: equally "not ready"
+        if r is None or r.status != 200:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "still ready after SIGTERM"
+        await asyncio.sleep(0.01)
     if r is not None:
         assert r.status == 503, (r.status, r.text)
         assert isinstance(r.json(), dict), r.text
