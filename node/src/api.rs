@@ -134,11 +134,21 @@ pub fn key_ok(node: &Node, req: &Request<Incoming>) -> bool {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("apikey "))
         });
-    match given {
-        // Constant time: the comparison must not reveal how much of a guess was right.
-        Some(g) => bool::from(g.as_bytes().ct_eq(expected.as_bytes())),
-        None => false,
+    given.is_some_and(|g| key_matches(expected.as_bytes(), g.as_bytes()))
+}
+
+/// Compares a guessed API key with the real one in constant time: the work depends only
+/// on the guess's length, never on how much of it is right nor on the key's length
+/// (`subtle`'s slice comparison returns at once when the lengths differ).
+fn key_matches(expected: &[u8], given: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
     }
+    let mut same = given.len().ct_eq(&expected.len());
+    for (i, b) in given.iter().enumerate() {
+        same &= b.ct_eq(&expected[i % expected.len()]);
+    }
+    same.into()
 }
 
 async fn run(node: &Arc<Node>, req: Request<Incoming>, method: &str) -> Result<Value, ApiError> {
@@ -579,5 +589,24 @@ mod tests {
         assert!(!glob("chat:*", "news:1"));
         assert!(glob("*:*", "a:b"));
         assert!(!glob("a", "ab"));
+    }
+
+    #[test]
+    fn api_key_comparison() {
+        use super::key_matches;
+        let key = b"s3cret-api-key";
+        assert!(key_matches(key, b"s3cret-api-key"));
+        assert!(!key_matches(key, b"s3cret-api-kez"));
+        assert!(!key_matches(key, b"s3cret-api-ke"), "a prefix");
+        assert!(
+            !key_matches(key, b"s3cret-api-keys3"),
+            "longer, wrapping around"
+        );
+        assert!(
+            !key_matches(key, b"s3cret-api-keys3cret-api-key"),
+            "the key twice"
+        );
+        assert!(!key_matches(key, b""));
+        assert!(!key_matches(b"", b""), "no key configured matches nothing");
     }
 }

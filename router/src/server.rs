@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 
+/// Largest request head (request line and headers) read from a client, bytes; a
+/// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
+/// that much memory; browsers send a few KiB (cookies included).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Listen backlog: tokio's default (1024) overflows in reconnect storms after a node dies.
 pub const LISTEN_BACKLOG: u32 = 8192;
 /// How long a keep-alive HTTP connection may take to finish its request at shutdown.
@@ -64,6 +69,7 @@ pub async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .max_header_size(MAX_REQUEST_HEAD)
                 .header_read_timeout(router2.config.limits.handshake_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

@@ -19,7 +19,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything a node needs to run.
-#[derive(Clone, Debug)]
+///
+/// `Debug` is safe to log: the API key and credentials in the NATS URL print as
+/// `<redacted>` (token keys already print as their kind only).
+#[derive(Clone)]
 pub struct NodeConfig {
     /// `HERALD_LISTEN`: address and port for WebSockets, the server API and probes.
     /// Default `0.0.0.0:8000`.
@@ -53,6 +56,63 @@ pub struct NodeConfig {
     pub cluster: ClusterOptions,
     /// How the node drains on SIGTERM or `POST /admin/drain`.
     pub drain: DrainOptions,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let NodeConfig {
+            listen,
+            node_id,
+            nats_url,
+            auth,
+            allow_anonymous,
+            api_key,
+            namespaces,
+            limits,
+            ping_interval,
+            pong_timeout,
+            expiry_grace,
+            log_format,
+            cluster,
+            drain,
+        } = self;
+        f.debug_struct("NodeConfig")
+            .field("listen", listen)
+            .field("node_id", node_id)
+            .field("nats_url", &nats_url.as_deref().map(redact_url_credentials))
+            .field("auth", auth)
+            .field("allow_anonymous", allow_anonymous)
+            .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
+            .field("namespaces", namespaces)
+            .field("limits", limits)
+            .field("ping_interval", ping_interval)
+            .field("pong_timeout", pong_timeout)
+            .field("expiry_grace", expiry_grace)
+            .field("log_format", log_format)
+            .field("cluster", cluster)
+            .field("drain", drain)
+            .finish()
+    }
+}
+
+/// `nats://user:pass@host:4222,tls://tok@h2` → `nats://<redacted>@host:4222,tls://<redacted>@h2`.
+fn redact_url_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let rest = match rest.rsplit_once('@') {
+                Some((_, host)) => format!("<redacted>@{host}"),
+                None => rest.to_owned(),
+            };
+            if scheme.is_empty() {
+                rest
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Options of one namespace (`ns:` prefix of a channel name).
@@ -196,5 +256,23 @@ impl NodeConfig {
                 timeout: Duration::from_secs(5),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let secret = "hmac-secret-0123456789";
+        let mut c = NodeConfig::for_tests(secret, "the-api-key-value");
+        c.nats_url = Some("nats://herald:nats-password@n1:4222,n2:4222".into());
+        let text = format!("{c:?} {c:#?}");
+        for s in [secret, "the-api-key-value", "nats-password", "herald:"] {
+            assert!(!text.contains(s), "{s:?} in {text}");
+        }
+        assert!(text.contains("<redacted>@n1:4222,n2:4222"), "{text}");
+        assert!(text.contains("Hmac(<redacted>)"), "{text}");
     }
 }

@@ -123,6 +123,12 @@ impl Session {
                 return Flow::Close(DisconnectCode::BadRequest.into());
             }
         };
+        // A frame without commands (blank lines) still costs a token: otherwise a flood
+        // of them would be the one thing the rate limit does not see.
+        if commands.is_empty() && !self.limit.allow() {
+            metrics::command("empty", "too_many_requests");
+            return Flow::Close(DisconnectCode::TooManyRequests.into());
+        }
         for command in commands {
             let (id, method) = match command.into_method() {
                 Ok(m) => m,
@@ -131,15 +137,16 @@ impl Session {
                     return Flow::Close(DisconnectCode::BadRequest.into());
                 }
             };
-            if matches!(method, Method::Pong) {
-                if !self.conn.is_connected() {
-                    return Flow::Close(DisconnectCode::BadRequest.into());
-                }
-                continue;
+            if matches!(method, Method::Pong) && !self.conn.is_connected() {
+                return Flow::Close(DisconnectCode::BadRequest.into());
             }
+            // Pongs count too: an SDK sends one per ping, a flood of `{}` is a flood.
             if !self.limit.allow() {
                 metrics::command(method.name(), "too_many_requests");
                 return Flow::Close(DisconnectCode::TooManyRequests.into());
+            }
+            if matches!(method, Method::Pong) {
+                continue;
             }
             if let Flow::Close(c) = self.handle(id, method).await {
                 return Flow::Close(c);

@@ -6,6 +6,11 @@
 //! reader forwards what the WebSocket protocol obliges it to send (pongs, the close
 //! echo) to the writer through the queue.
 //!
+//! The reader enforces RFC 6455 itself rather than through fastwebsockets' automatic
+//! ping and close handling, which lets it check what the library does not: every client
+//! frame must be masked (section 5.1) and no control frame may carry more than 125 bytes
+//! (section 5.5). Either violation closes the connection with 1002.
+//!
 //! # Layout
 //! - [`conn`]: per-connection state shared with the hub and the server API.
 //! - [`outbound`]: the bounded outbound queue.
@@ -36,8 +41,17 @@ use tracing::Instrument;
 /// client's close frame, so the close frame is not lost to a TCP reset.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// How long the writer may still take once the reader is done (it flushes what is
+/// queued and the close). A client that does not read would otherwise hold the
+/// connection until the writer's own stall timeout.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
+
+/// Largest payload of a control frame (ping, pong, close), RFC 6455 section 5.5.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// RFC 6455 close codes used for transport-level problems.
 mod ws_close {
+    pub const NORMAL: u16 = 1000;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const INVALID_PAYLOAD: u16 = 1007;
@@ -62,6 +76,9 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>, remote: So
         let (mut rd, wr) = ws.split(tokio::io::split);
         // Checked per frame here; the whole message (all fragments) is checked below.
         rd.set_max_message_size(node.config.limits.max_message_size + 1);
+        // Pings and closes come to the read loop, which checks them first (see above).
+        rd.set_auto_pong(false);
+        rd.set_auto_close(false);
         let writer = tokio::spawn(writer::run(wr, node.clone(), conn.clone()).in_current_span());
 
         read_loop(&node, &conn, &mut rd).await;
@@ -72,7 +89,16 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>, remote: So
             reason: "".into(),
             push: false,
         });
-        let code = writer.await.ok().flatten();
+        let mut writer = writer;
+        let code = match tokio::time::timeout(WRITER_GRACE, &mut writer).await {
+            Ok(code) => code.ok().flatten(),
+            Err(_) => {
+                // Dropping the write half (with the read half below) closes the socket.
+                writer.abort();
+                tracing::debug!("client not reading: socket closed without the close handshake");
+                conn.out.close_code()
+            }
+        };
         cleanup(&node, &conn).await;
         node.metrics.connections.decrement(1.0);
         if let Some(code) = code {
@@ -91,22 +117,11 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
     let max = node.config.limits.max_message_size;
     // A message arriving in fragments: opcode of its first frame and the bytes so far.
     let mut partial: Option<(OpCode, Vec<u8>)> = None;
-    let out = conn.out.clone();
-    let mut obligations = move |frame: fastwebsockets::Frame<'_>| {
-        match frame.opcode {
-            OpCode::Pong => out.push_pong(Bytes::copy_from_slice(&frame.payload)),
-            OpCode::Close => {
-                let code = if frame.payload.len() >= 2 {
-                    u16::from_be_bytes([frame.payload[0], frame.payload[1]])
-                } else {
-                    1000
-                };
-                out.close(transport_close(code, ""));
-            }
-            _ => {}
-        }
-        std::future::ready(Ok::<(), Infallible>(()))
-    };
+    // With automatic pongs and closes off, fastwebsockets never owes a frame itself.
+    let mut obligations =
+        |_: fastwebsockets::Frame<'_>| std::future::ready(Ok::<(), Infallible>(()));
+    // The client sent its close: nothing more will come, no need to linger for it.
+    let mut peer_closed = false;
 
     loop {
         if conn.out.is_closing() {
@@ -119,7 +134,7 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
             _ = conn.out.closed() => break,
             f = rd.read_frame(&mut obligations) => f,
         };
-        let frame = match frame {
+        let mut frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 if let Some(reason) = close_for_error(&e) {
@@ -131,13 +146,30 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                 break;
             }
         };
+        if !is_masked(&mut frame) {
+            conn.out.close(transport_close(
+                ws_close::PROTOCOL_ERROR,
+                "client frames must be masked",
+            ));
+            break;
+        }
+        let control = matches!(frame.opcode, OpCode::Ping | OpCode::Pong | OpCode::Close);
+        if control && frame.payload.len() > MAX_CONTROL_PAYLOAD {
+            conn.out.close(transport_close(
+                ws_close::PROTOCOL_ERROR,
+                "control frame too large",
+            ));
+            break;
+        }
         let complete: Option<Vec<u8>> = match frame.opcode {
-            OpCode::Text if frame.fin && partial.is_none() => {
-                if let Flow::Close(c) = session.handle_frame(&frame.payload).await {
-                    conn.out.close(c);
-                    break;
-                }
+            OpCode::Ping => {
+                conn.out.push_pong(Bytes::copy_from_slice(&frame.payload));
                 None
+            }
+            OpCode::Close => {
+                conn.out.close(close_answer(&frame.payload));
+                peer_closed = true;
+                break;
             }
             OpCode::Text | OpCode::Binary if partial.is_some() => {
                 conn.out.close(transport_close(
@@ -156,6 +188,14 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                     "binary frames are not supported: use JSON text frames",
                 ));
                 break;
+            }
+            // A whole message in one frame (fastwebsockets checked its UTF-8).
+            OpCode::Text => {
+                if let Flow::Close(c) = session.handle_frame(&frame.payload).await {
+                    conn.out.close(c);
+                    break;
+                }
+                None
             }
             OpCode::Continuation => {
                 let Some((_, buf)) = partial.as_mut() else {
@@ -187,8 +227,8 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                     None
                 }
             }
-            OpCode::Close => break,
-            _ => None,
+            // Pongs (answers to pings we never send) are ignored.
+            OpCode::Pong => None,
         };
         if let Some(message) = complete {
             if std::str::from_utf8(&message).is_err() {
@@ -203,6 +243,9 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
         }
     }
 
+    if peer_closed {
+        return;
+    }
     // Linger: let the client read our close and answer it, discarding what it sends.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
@@ -214,6 +257,34 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
         }
     })
     .await;
+}
+
+/// Whether a frame came masked. fastwebsockets keeps the masking key private but
+/// writes it into the header it formats, where bit 0x80 of the second byte says "masked".
+fn is_masked(frame: &mut fastwebsockets::Frame<'_>) -> bool {
+    let mut head = [0u8; 14]; // largest header: 2 + 8 (length) + 4 (mask)
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
+}
+
+/// How to answer a client's close frame (RFC 6455 section 5.5.1): echo its code, or
+/// 1002 for a malformed close (1 byte, or a code no endpoint may send), 1007 for a
+/// reason that is not UTF-8.
+fn close_answer(payload: &[u8]) -> CloseReason {
+    match payload {
+        [] => transport_close(ws_close::NORMAL, ""),
+        [_] => transport_close(ws_close::PROTOCOL_ERROR, "invalid close frame"),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if std::str::from_utf8(reason).is_err() {
+                transport_close(ws_close::INVALID_PAYLOAD, "invalid UTF-8")
+            } else if !fastwebsockets::CloseCode::from(code).is_allowed() {
+                transport_close(ws_close::PROTOCOL_ERROR, "invalid close code")
+            } else {
+                transport_close(code, "")
+            }
+        }
+    }
 }
 
 /// The close code for a read error, or `None` when the peer is simply gone.
@@ -248,4 +319,35 @@ async fn cleanup(node: &Arc<Node>, conn: &Arc<Conn>) {
     }
     node.registry.remove(conn);
     node.sessions.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastwebsockets::{Frame, Payload};
+
+    #[test]
+    fn close_frames_are_echoed_or_refused() {
+        let code = |p: &[u8]| close_answer(p).code;
+        assert_eq!(code(b""), 1000);
+        assert_eq!(code(&[0x03]), 1002, "one byte");
+        assert_eq!(code(&4000u16.to_be_bytes()), 4000);
+        assert_eq!(code(b"\x03\xe8bye"), 1000);
+        assert_eq!(code(&1005u16.to_be_bytes()), 1002, "reserved, never sent");
+        assert_eq!(code(&999u16.to_be_bytes()), 1002);
+        assert_eq!(code(b"\x03\xe8\xff"), 1007, "reason not UTF-8");
+    }
+
+    #[test]
+    fn masks_are_seen() {
+        let mut unmasked = Frame::text(Payload::Borrowed(b"{}"));
+        assert!(!is_masked(&mut unmasked));
+        let mut masked = Frame::new(
+            true,
+            OpCode::Text,
+            Some([1, 2, 3, 4]),
+            Payload::Owned(vec![0; 70_000]),
+        );
+        assert!(is_masked(&mut masked), "with a 64-bit length field too");
+    }
 }

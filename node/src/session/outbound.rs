@@ -61,6 +61,9 @@ struct State {
     close: Option<CloseReason>,
     /// Set when the writer has taken the close: nothing more is accepted.
     closed: bool,
+    /// The code of the close decision, kept after the writer took it: a writer stuck on
+    /// a client that does not read never reports the code it meant to send.
+    code: Option<u16>,
 }
 
 /// A connection's outbound queue; shared by the session, the hub and the API.
@@ -109,6 +112,7 @@ impl Outbound {
         }
         if st.bytes + message.len() > self.max_bytes {
             st.close = Some(DisconnectCode::Slow.into());
+            st.code = Some(DisconnectCode::Slow.code());
             drop(st);
             self.closing_decided();
             return Pushed::Slow;
@@ -133,6 +137,7 @@ impl Outbound {
         for m in messages {
             if st.bytes + m.len() > self.max_bytes {
                 st.close = Some(DisconnectCode::Slow.into());
+                st.code = Some(DisconnectCode::Slow.code());
                 drop(st);
                 self.closing_decided();
                 return Pushed::Slow;
@@ -163,10 +168,17 @@ impl Outbound {
         if st.close.is_some() || st.closed {
             return false;
         }
-        st.close = Some(reason.into());
+        let reason = reason.into();
+        st.code = Some(reason.code);
+        st.close = Some(reason);
         drop(st);
         self.closing_decided();
         true
+    }
+
+    /// The code of the close decision, if one was made.
+    pub fn close_code(&self) -> Option<u16> {
+        self.lock().code
     }
 
     fn closing_decided(&self) {
@@ -232,6 +244,7 @@ mod tests {
         assert_eq!(b.close.map(|c| c.code), Some(3008));
         assert!(q.is_closing());
         assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(q.close_code(), Some(3008), "kept after the writer took it");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! by `\n`), so a burst of publications costs one `write()`. Deadlines are checked
 //! here because this task is the one that wakes on time; the reader only reacts to
 //! what the client sends.
+//!
+//! Every write is bounded by `ping_interval + pong_timeout`: a client that takes no
+//! bytes for that long (its TCP window stays shut) could not have answered a ping
+//! either, and is closed as slow (3008) instead of holding the writer, its connection
+//! slot and its socket forever.
 
 use super::conn::Conn;
 use super::outbound::CloseReason;
@@ -24,12 +29,57 @@ const MAX_COALESCED_FRAME: usize = 256 * 1024;
 /// The server's ping: an empty JSON object.
 const PING: &[u8] = b"{}";
 
-/// Runs until the connection is closed; returns the close code it sent (if any).
+/// Runs until the connection is closed; returns the close code it sent (if any), or
+/// decided when the client stopped reading before it could be sent.
 pub async fn run<W: AsyncWrite + Unpin>(
-    mut ws: WebSocketWrite<W>,
+    ws: WebSocketWrite<W>,
     node: Arc<Node>,
     conn: Arc<Conn>,
 ) -> Option<u16> {
+    let stall = node.config.ping_interval + node.config.pong_timeout;
+    let mut ws = Bounded { ws, stall };
+    match write_loop(&mut ws, &node, &conn).await {
+        Ok(code) => code,
+        Err(Stalled) => {
+            tracing::debug!(stall = ?stall, "client stopped reading: closing as slow");
+            // No-op when a close was already decided (then that code is the one).
+            conn.out.close(DisconnectCode::Slow);
+            conn.out.close_code()
+        }
+    }
+}
+
+/// A write could not finish in time: the client does not read.
+struct Stalled;
+
+/// The write half with every write bounded in time.
+struct Bounded<W> {
+    ws: WebSocketWrite<W>,
+    stall: Duration,
+}
+
+impl<W: AsyncWrite + Unpin> Bounded<W> {
+    /// Writes a frame. `Ok(false)`: the client is gone.
+    async fn write(&mut self, frame: Frame<'_>) -> Result<bool, Stalled> {
+        match tokio::time::timeout(self.stall, self.ws.write_frame(frame)).await {
+            Ok(r) => Ok(r.is_ok()),
+            Err(_) => Err(Stalled),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Stalled> {
+        tokio::time::timeout(self.stall, self.ws.flush())
+            .await
+            .map(|_| ())
+            .map_err(|_| Stalled)
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    ws: &mut Bounded<W>,
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+) -> Result<Option<u16>, Stalled> {
     let cfg = &node.config;
     let handshake_deadline = Instant::now() + cfg.limits.handshake_timeout;
     let mut next_ping: Option<Instant> = None;
@@ -39,12 +89,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     loop {
         let batch = conn.out.take();
         for pong in &batch.pongs {
-            if ws
-                .write_frame(Frame::pong(Payload::Borrowed(pong)))
-                .await
-                .is_err()
-            {
-                return None;
+            if !ws.write(Frame::pong(Payload::Borrowed(pong))).await? {
+                return Ok(None);
             }
         }
         // Write what is queued, coalesced.
@@ -62,12 +108,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 items.next();
             }
             node.metrics.bytes_out.increment(buf.len() as u64);
-            if ws
-                .write_frame(Frame::text(Payload::Borrowed(&buf)))
-                .await
-                .is_err()
-            {
-                return None;
+            if !ws.write(Frame::text(Payload::Borrowed(&buf))).await? {
+                return Ok(None);
             }
         }
         if buf.capacity() > MAX_COALESCED_FRAME {
@@ -75,7 +117,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             buf = Vec::new();
         }
         if let Some(close) = batch.close {
-            return Some(send_close(&mut ws, close).await);
+            return send_close(ws, close).await.map(Some);
         }
 
         // Deadlines: connect, then ping/pong and token expiry.
@@ -125,7 +167,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
         }
 
-        let deadline = next_deadline(&node, &conn, handshake_deadline, next_ping, pong_deadline);
+        let deadline = next_deadline(node, conn, handshake_deadline, next_ping, pong_deadline);
         tokio::select! {
             _ = conn.out.wait() => {}
             _ = tokio::time::sleep_until(deadline) => {}
@@ -162,14 +204,16 @@ fn next_deadline(
 }
 
 /// Sends the `disconnect` push (protocol codes) and the close frame.
-async fn send_close<W: AsyncWrite + Unpin>(ws: &mut WebSocketWrite<W>, close: CloseReason) -> u16 {
+async fn send_close<W: AsyncWrite + Unpin>(
+    ws: &mut Bounded<W>,
+    close: CloseReason,
+) -> Result<u16, Stalled> {
     if close.push {
         let push = encode_disconnect_push(close.code, &close.reason, reconnect_allowed(close.code));
-        let _ = ws.write_frame(Frame::text(Payload::Borrowed(&push))).await;
+        ws.write(Frame::text(Payload::Borrowed(&push))).await?;
     }
-    let _ = ws
-        .write_frame(Frame::close(close.code, close.reason.as_bytes()))
-        .await;
-    let _ = ws.flush().await;
-    close.code
+    ws.write(Frame::close(close.code, close.reason.as_bytes()))
+        .await?;
+    ws.flush().await?;
+    Ok(close.code)
 }

@@ -256,16 +256,34 @@ pub struct SubRefreshRequest {
 }
 
 /// Why a frame could not be decoded. Each maps to the protocol's "bad request".
+///
+/// The text names the kind of problem and where it is, never the input: serde's messages
+/// quote values (`invalid type: string "eyJ…"`), and a client that puts its token where
+/// an object belongs must not have it written to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("frame is not valid UTF-8")]
     InvalidUtf8,
-    #[error("malformed JSON command: {0}")]
+    #[error(
+        "malformed JSON command ({}) at line {} column {}",
+        json_error_kind(.0),
+        .0.line(),
+        .0.column()
+    )]
     Json(#[from] serde_json::Error),
     #[error("a command names more than one method")]
     SeveralMethods,
     #[error("frame holds more than {0} commands")]
     TooManyCommands(usize),
+}
+
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected type or value",
+        serde_json::error::Category::Eof => "unexpected end",
+    }
 }
 
 /// Decodes one text frame: JSON objects separated by `\n` (blank lines are ignored).
@@ -354,5 +372,20 @@ mod tests {
         assert!(decode_frame(br#"{"id":1,"subscribe":"x"}"#, 10).is_err());
         // Not an object at all.
         assert!(decode_frame(b"[1,2]", 10).is_err());
+    }
+
+    #[test]
+    fn error_texts_never_quote_the_input() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2VjcmV0LXNpZ25hdHVyZQ";
+        for frame in [
+            format!(r#"{{"id":1,"connect":"{token}"}}"#),
+            format!(r#"{{"id":1,"connect":{{"token":["{token}"]}}}}"#),
+            format!(r#"{{"id":"{token}"}}"#),
+        ] {
+            let e = decode_frame(frame.as_bytes(), 10).unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains("eyJ"), "{text}");
+            assert!(text.contains("line 1 column"), "{text}");
+        }
     }
 }

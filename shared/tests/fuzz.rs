@@ -1,0 +1,620 @@
+//! Structure-aware fuzzing of the two decoders that read bytes from the outside, on the
+//! stable toolchain (cargo-fuzz needs nightly).
+//!
+//! - [`decode_frame`]: every text frame a client sends.
+//! - [`codec::decode`] and [`codec::decode_publication`]: every NATS message, from other
+//!   nodes or (plain JSON) from backends.
+//!
+//! No coverage feedback: a seeded xorshift PRNG mutates a corpus of valid frames and
+//! envelopes (bit flips, truncation, splicing, repeated ranges, inserted tokens such as
+//! deep nesting, huge numbers, NUL, lone surrogates and invalid UTF-8) and also builds
+//! random well-formed envelopes. Each input is checked for:
+//!
+//! - no panic (a panic prints the input as a Rust literal, ready to become a named
+//!   regression test below);
+//! - errors are errors: invalid UTF-8 is `InvalidUtf8`, more commands than allowed is
+//!   `TooManyCommands`, a decoded frame has one command per non-blank line;
+//! - JSON the node forwards verbatim (`data`, `info`) is valid JSON and holds no `\n`,
+//!   the separator of the frames it is copied into;
+//! - a decoded envelope re-encodes and decodes to the same value.
+//!
+//! Run: `cargo test -p herald-shared --test fuzz` (200 000 inputs in all by default, a few
+//! seconds in a debug build). `HERALD_FUZZ_ITERS=5000000` runs longer;
+//! `HERALD_FUZZ_SEED=<n>` changes the seed (printed when an input fails, so a run can be
+//! repeated exactly).
+
+use herald_shared::codec::{
+    self, decode, decode_publication, encode, encode_publication, Control, Envelope, NodeStatus,
+    WireClientInfo, WirePublication,
+};
+use herald_shared::protocol::{decode_frame, DecodeError, Method, RawJson};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Commands per frame, as the node allows (`handler::MAX_COMMANDS_PER_FRAME`).
+const MAX_COMMANDS: usize = 100;
+
+// -- PRNG --------------------------------------------------------------------------------
+
+/// xorshift64*: tiny, fast, and reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Total inputs across the fuzz tests, and the seed.
+fn budget(share_percent: u64) -> (u64, u64) {
+    let total = env_u64("HERALD_FUZZ_ITERS", 200_000);
+    let seed = env_u64("HERALD_FUZZ_SEED", 0x4845_5241_4C44); // "HERALD"
+    (total * share_percent / 100, seed)
+}
+
+// -- mutation ----------------------------------------------------------------------------
+
+/// Bytes that matter to JSON, UTF-8 and bincode's varints.
+const INTERESTING_BYTES: &[u8] = &[
+    0x00, 0x01, 0x09, b'\n', b'\r', b' ', b'"', b'\\', b',', b':', b'[', b']', b'{', b'}', b'0',
+    b'-', b'e', 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xed, 0xf4, 0xf5, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+];
+
+/// Fragments inserted whole: nesting, numbers at and past every limit, escapes that decode
+/// to NUL or lone surrogates, raw invalid UTF-8 (overlong, surrogate, truncated).
+const TOKENS: &[&[u8]] = &[
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"4294967296",
+    b"-1",
+    b"1e999999",
+    b"-1e-999999",
+    b"0.0000000000000000000000000000001e400",
+    b"123456789012345678901234567890123456789012345678901234567890",
+    b"\"\\u0000\"",
+    b"\"\\ud800\"",
+    b"\"\\udfff\\ud800\"",
+    b"\"\\uDBFF\\uDFFF\"",
+    b"\"\\u\"",
+    b"\"\\x41\"",
+    b"\x00",
+    b"\xff\xfe",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xe2\x82",
+    b"\n",
+    b"\r\n",
+    b"\n\n\n",
+    b"null",
+    b"true",
+    b"{}",
+    b"[]",
+    b"\"offset\":\"99999999999999999999\"",
+    b"\"offset\":-5",
+    b"\"id\":4294967296",
+    b"\"id\":-1",
+    b"\"data\":",
+    b"\"connect\":{},\"subscribe\":{}",
+    b"\"subs\":{\"a\":{\"recover\":\"yes\"}}",
+    b"\"limit\":2147483648",
+];
+
+fn nesting(rng: &mut Rng) -> Vec<u8> {
+    let depth = match rng.below(32) {
+        0..=11 => 127 + rng.below(4), // around serde_json's recursion limit (128)
+        12..=27 => rng.below(64),
+        28..=30 => 1000 + rng.below(1000),
+        _ => 20_000 + rng.below(20_000),
+    };
+    let (open, close): (&[u8], &[u8]) = match rng.below(3) {
+        0 => (b"[", b"]"),
+        1 => (b"{\"a\":", b"}"),
+        _ => (b"[{\"x\":", b"}]"),
+    };
+    let mut out = Vec::with_capacity(depth * (open.len() + close.len()) + 1);
+    for _ in 0..depth {
+        out.extend_from_slice(open);
+    }
+    out.push(b'1');
+    if rng.chance(2) {
+        for _ in 0..depth {
+            out.extend_from_slice(close);
+        }
+    }
+    out
+}
+
+/// Applies 1 to 4 random mutations; `others` is the corpus, for splicing.
+fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = v.len();
+        let at = if len == 0 { 0 } else { rng.below(len + 1) };
+        match rng.below(11) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                v[i] = *rng.pick(INTERESTING_BYTES);
+            }
+            2 if len > 0 => v.truncate(rng.below(len)),
+            3 if len > 0 => {
+                let start = rng.below(len);
+                let end = (start + 1 + rng.below(16)).min(len);
+                v.drain(start..end);
+            }
+            4 if len > 0 => {
+                // Repeat a range a few times (duplicated fields, repeated commands).
+                let start = rng.below(len);
+                let end = (start + 1 + rng.below(32)).min(len);
+                let chunk = v[start..end].to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    v.splice(end..end, chunk.iter().copied());
+                }
+            }
+            5 => {
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                v.splice(at..at, bytes);
+            }
+            6 => {
+                let other = rng.pick(others);
+                let cut = if other.is_empty() {
+                    0
+                } else {
+                    rng.below(other.len())
+                };
+                v.truncate(at);
+                v.extend_from_slice(&other[cut..]);
+            }
+            7 => {
+                let t = *rng.pick(TOKENS);
+                v.splice(at..at, t.iter().copied());
+            }
+            8 => {
+                let n = nesting(rng);
+                v.splice(at..at, n);
+            }
+            9 => {
+                // Replace the first digit run after `at` with a huge or negative number.
+                if let Some(p) = v[at.min(len)..].iter().position(u8::is_ascii_digit) {
+                    let s = at.min(len) + p;
+                    let e = v[s..]
+                        .iter()
+                        .position(|b| !b.is_ascii_digit())
+                        .map_or(v.len(), |q| s + q);
+                    let t = *rng.pick(&TOKENS[..9]);
+                    v.splice(s..e, t.iter().copied());
+                }
+            }
+            _ => {
+                // bincode varint markers (251: u16, 252: u32, 253: u64, 254: u128 follow).
+                let b = 251 + rng.below(5) as u8;
+                let n = rng.below(9);
+                let mut ins = vec![b];
+                ins.extend((0..n).map(|_| if rng.chance(2) { 0xff } else { 0 }));
+                v.splice(at..at, ins);
+            }
+        }
+    }
+    v
+}
+
+/// Runs `f`, and on a panic reports the input so it can be kept as a regression test.
+fn no_panic(what: &str, seed: u64, iteration: u64, input: &[u8], f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        panic!(
+            "{what} panicked (HERALD_FUZZ_SEED={seed}, iteration {iteration}) on input\n\
+             b\"{}\"\n",
+            input.escape_ascii()
+        );
+    }
+}
+
+// -- client frames -----------------------------------------------------------------------
+
+fn frame_corpus() -> Vec<Vec<u8>> {
+    [
+        &br#"{"id":1,"connect":{"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.sig","name":"js","version":"2.0"}}"#[..],
+        br#"{"id":1,"connect":{"token":"t","data":{"x":[1,2,{"y":null}]},"subs":{"news":{"recover":true,"offset":"5","epoch":"abc"}}}}"#,
+        br#"{"id":2,"subscribe":{"channel":"chat:1","recover":true,"offset":7,"epoch":"e","flag":2,"join_leave":true}}"#,
+        br#"{"id":3,"subscribe":{"channel":"$private","token":"a.b.c","data":"x"}}"#,
+        br#"{"id":4,"unsubscribe":{"channel":"chat:1"}}"#,
+        br#"{"id":5,"publish":{"channel":"chat:1","data":{"text":"hi \u00e9 \ud83d\ude00","n":-1.5e10}}}"#,
+        br#"{"id":6,"presence":{"channel":"c"}}"#,
+        br#"{"id":7,"presence_stats":{"channel":"c"}}"#,
+        br#"{"id":8,"history":{"channel":"c","limit":-1,"since":{"offset":"3","epoch":"e"},"reverse":true}}"#,
+        br#"{"id":9,"ping":{}}"#,
+        br#"{"send":{"data":[true,false,null]}}"#,
+        br#"{"id":10,"rpc":{"method":"m","data":{}}}"#,
+        br#"{"id":11,"refresh":{"token":"x.y.z"}}"#,
+        br#"{"id":12,"sub_refresh":{"channel":"$c","token":"x.y.z"}}"#,
+        b"{}",
+        b"{}\n{}\n\n{}\r\n",
+        br#"{"id":13,"teleport":{"where":"mars"}}"#,
+        b"{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"a\"}}\n{\"id\":3,\"publish\":{\"channel\":\"a\",\"data\":1}}",
+        b"",
+        b"   \n  ",
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect()
+}
+
+/// JSON the node forwards verbatim must be one valid JSON value without a raw `\n`.
+fn check_raw(where_: &str, raw: &RawJson) {
+    let text = raw.as_str();
+    assert!(
+        !text.contains('\n'),
+        "{where_}: raw JSON keeps a newline, which would split the frame it is copied into: {text:?}"
+    );
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .unwrap_or_else(|e| panic!("{where_}: raw JSON is not JSON ({e}): {text:?}"));
+}
+
+fn check_frame(input: &[u8]) {
+    let result = decode_frame(input, MAX_COMMANDS);
+    let text = match std::str::from_utf8(input) {
+        Ok(t) => t,
+        Err(_) => {
+            assert!(
+                matches!(result, Err(DecodeError::InvalidUtf8)),
+                "invalid UTF-8 must be InvalidUtf8, got {result:?}"
+            );
+            return;
+        }
+    };
+    let lines = text.split('\n').filter(|l| !l.trim().is_empty()).count();
+    let commands = match result {
+        Ok(c) => c,
+        Err(DecodeError::InvalidUtf8) => panic!("valid UTF-8 reported as invalid"),
+        Err(DecodeError::TooManyCommands(n)) => {
+            assert_eq!(n, MAX_COMMANDS);
+            assert!(lines > MAX_COMMANDS, "{lines} lines are not too many");
+            return;
+        }
+        Err(e) => {
+            // An error names its problem (its Display does not panic either).
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    assert_eq!(commands.len(), lines, "one command per non-blank line");
+    for command in commands {
+        let Ok((_, method)) = command.into_method() else {
+            continue;
+        };
+        match method {
+            Method::Connect(c) => {
+                if let Some(d) = &c.data {
+                    check_raw("connect.data", d);
+                }
+                for s in c.subs.values() {
+                    if let Some(d) = &s.data {
+                        check_raw("connect.subs.data", d);
+                    }
+                }
+            }
+            Method::Subscribe(s) => {
+                if let Some(d) = &s.data {
+                    check_raw("subscribe.data", d);
+                }
+            }
+            Method::Publish(p) => {
+                if let Some(d) = &p.data {
+                    check_raw("publish.data", d);
+                }
+            }
+            Method::Send(s) => {
+                if let Some(d) = &s.data {
+                    check_raw("send.data", d);
+                }
+            }
+            Method::Rpc(r) => {
+                if let Some(d) = &r.data {
+                    check_raw("rpc.data", d);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn fuzz_client_frames() {
+    let (iters, seed) = budget(50);
+    let mut rng = Rng::new(seed);
+    let corpus = frame_corpus();
+    for input in &corpus {
+        no_panic("decode_frame", seed, 0, input, || check_frame(input));
+    }
+    for i in 0..iters {
+        let base = rng.pick(&corpus);
+        let input = mutate(&mut rng, base, &corpus);
+        no_panic("decode_frame", seed, i, &input, || check_frame(&input));
+    }
+}
+
+// -- node-to-node envelopes --------------------------------------------------------------
+
+fn random_string(rng: &mut Rng) -> String {
+    const PARTS: &[&str] = &[
+        "",
+        "a",
+        "news",
+        "chat:1",
+        "$private",
+        "é",
+        "😀",
+        "\u{0}",
+        "\n",
+        "\"",
+        "\\",
+        "ns:x.y",
+        "\u{fffd}",
+        "\u{10ffff}",
+    ];
+    let mut s = String::new();
+    for _ in 0..rng.below(5) {
+        let part: &&str = rng.pick(PARTS);
+        s.push_str(part);
+    }
+    if rng.chance(1000) {
+        // Past 65535 bytes: bincode's length prefix switches from u16 to u32.
+        s.push_str(&"x".repeat(60_000 + rng.below(10_000)));
+    }
+    s
+}
+
+fn random_json(rng: &mut Rng) -> String {
+    rng.pick(&[
+        "null",
+        "1",
+        "-1.5e300",
+        r#""text""#,
+        r#"{"a":[1,{"b":null}]}"#,
+        "[]",
+        r#"{"nested":{"deep":[[[[1]]]]}}"#,
+    ])
+    .to_string()
+}
+
+fn random_info(rng: &mut Rng) -> WireClientInfo {
+    WireClientInfo {
+        user: random_string(rng),
+        client: random_string(rng),
+        conn_info: rng.chance(2).then(|| random_json(rng)),
+        chan_info: rng.chance(2).then(|| random_json(rng)),
+    }
+}
+
+fn random_envelope(rng: &mut Rng) -> Envelope {
+    let opt = |rng: &mut Rng| rng.chance(2).then(|| random_string(rng));
+    match rng.below(10) {
+        0 => Envelope::Publication(WirePublication {
+            data: random_json(rng),
+            info: rng.chance(2).then(|| random_info(rng)),
+            tags: (0..rng.below(4))
+                .map(|_| (random_string(rng), random_string(rng)))
+                .collect(),
+        }),
+        1 => Envelope::Join(random_info(rng)),
+        2 => Envelope::Leave(random_info(rng)),
+        3 => Envelope::LeaveMoving(random_info(rng)),
+        4 => Envelope::Control(match rng.below(3) {
+            0 => Control::Disconnect {
+                user: random_string(rng),
+                client: opt(rng),
+                whitelist: (0..rng.below(4)).map(|_| random_string(rng)).collect(),
+                code: rng.next() as u16,
+                reason: random_string(rng),
+            },
+            1 => Control::Subscribe {
+                user: random_string(rng),
+                channel: random_string(rng),
+                client: opt(rng),
+                info: rng.chance(2).then(|| random_json(rng)),
+                recover_offset: rng.chance(2).then(|| rng.next() >> rng.below(64)),
+                recover_epoch: opt(rng),
+            },
+            _ => Control::Unsubscribe {
+                user: random_string(rng),
+                channel: random_string(rng),
+                client: opt(rng),
+            },
+        }),
+        5 => Envelope::Heartbeat(NodeStatus {
+            id: random_string(rng),
+            version: random_string(rng),
+            num_clients: rng.next() >> rng.below(64),
+            num_users: rng.next(),
+            num_channels: rng.next() >> 40,
+            num_subs: 0,
+            uptime: u64::MAX,
+            draining: rng.chance(2),
+        }),
+        6 => Envelope::PresenceQuery {
+            channel: random_string(rng),
+        },
+        7 => Envelope::PresenceReply {
+            node: random_string(rng),
+            members: (0..rng.below(5))
+                .map(|_| (random_string(rng), random_info(rng)))
+                .collect(),
+        },
+        8 => Envelope::ChannelsQuery,
+        _ => Envelope::ChannelsReply {
+            node: random_string(rng),
+            channels: (0..rng.below(5))
+                .map(|_| (random_string(rng), rng.next() >> rng.below(64)))
+                .collect(),
+        },
+    }
+}
+
+fn check_envelope(input: &[u8]) {
+    let Ok(env) = decode(input) else {
+        return;
+    };
+    let again = encode(&env);
+    assert_eq!(
+        decode(&again).as_ref(),
+        Ok(&env),
+        "a decoded envelope must re-encode to the same value"
+    );
+}
+
+fn check_publication(input: &[u8]) {
+    let Ok(p) = decode_publication(input) else {
+        return;
+    };
+    check_raw("publication.data", &p.data);
+    if let Some(info) = &p.info {
+        for raw in [&info.conn_info, &info.chan_info].into_iter().flatten() {
+            check_raw("publication.info", raw);
+        }
+    }
+    let back = decode_publication(&encode_publication(&p)).expect("re-encoded publication");
+    assert_eq!(back.data, p.data);
+    assert_eq!(back.info, p.info);
+    assert_eq!(back.tags, p.tags);
+}
+
+#[test]
+fn fuzz_envelopes() {
+    let (iters, seed) = budget(35);
+    let mut rng = Rng::new(seed ^ 0xE0E0);
+    let mut corpus: Vec<Vec<u8>> = (0..64)
+        .map(|_| encode(&random_envelope(&mut rng)))
+        .collect();
+    corpus.push(vec![codec::VERSION]);
+    for i in 0..iters {
+        // A third of the time: a fresh well-formed envelope must round-trip exactly.
+        if rng.chance(3) {
+            let env = random_envelope(&mut rng);
+            let bytes = encode(&env);
+            no_panic("codec::decode", seed, i, &bytes, || {
+                assert_eq!(decode(&bytes), Ok(env), "round trip");
+            });
+            continue;
+        }
+        let base = rng.pick(&corpus);
+        let input = mutate(&mut rng, base, &corpus);
+        no_panic("codec::decode", seed, i, &input, || check_envelope(&input));
+    }
+}
+
+#[test]
+fn fuzz_publications() {
+    let (iters, seed) = budget(15);
+    let mut rng = Rng::new(seed ^ 0x9B9B);
+    let mut corpus: Vec<Vec<u8>> = (0..16)
+        .map(|_| {
+            encode(&Envelope::Publication(WirePublication {
+                data: random_json(&mut rng),
+                info: Some(random_info(&mut rng)),
+                tags: BTreeMap::from([("k".into(), "v".into())]),
+            }))
+        })
+        .collect();
+    // Plain JSON as backends publish it on NATS, pretty-printed ones included.
+    corpus.extend(
+        [
+            &br#"{"text":"hello"}"#[..],
+            b"{\n  \"text\": \"hello\",\n  \"n\": [1,\n 2]\n}\n",
+            b" [1, 2, 3]",
+            b"\"just a string\"",
+            b"42",
+        ]
+        .iter()
+        .map(|s| s.to_vec()),
+    );
+    for i in 0..iters {
+        let base = rng.pick(&corpus);
+        let input = mutate(&mut rng, base, &corpus);
+        no_panic("codec::decode_publication", seed, i, &input, || {
+            check_publication(&input)
+        });
+    }
+}
+
+// -- regression tests: inputs the fuzzers (or reviews) found ---------------------------
+
+/// A backend publishing pretty-printed JSON on NATS used to reach subscribers with its
+/// newlines intact, splitting their frames (each `\n` starts a new message).
+#[test]
+fn regression_pretty_printed_backend_json_loses_its_newlines() {
+    let p = decode_publication(b"{\n  \"a\": 1,\n  \"b\": [\n    2\n  ]\n}\n").unwrap();
+    check_raw("publication.data", &p.data);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(p.data.as_str()).unwrap(),
+        serde_json::json!({"a": 1, "b": [2]})
+    );
+}
+
+/// Nesting far past serde_json's recursion limit is an error, not a stack overflow.
+#[test]
+fn regression_deep_nesting_is_an_error() {
+    let mut deep = br#"{"id":1,"publish":{"channel":"c","data":"#.to_vec();
+    deep.extend(std::iter::repeat_n(b'[', 100_000));
+    assert!(matches!(
+        decode_frame(&deep, MAX_COMMANDS),
+        Err(DecodeError::Json(_))
+    ));
+    let mut ignored = br#"{"id":1,"unknown":"#.to_vec();
+    ignored.extend(std::iter::repeat_n(b'[', 100_000));
+    ignored.extend(std::iter::repeat_n(b']', 100_000));
+    ignored.push(b'}');
+    // Unknown fields are skipped without recursion; nesting there is bounded by the
+    // message size (HERALD_MAX_MESSAGE_SIZE), not by the stack.
+    assert!(decode_frame(&ignored, MAX_COMMANDS).is_ok());
+}
+
+/// An envelope whose length prefix claims more than `MAX_ENVELOPE` bytes is refused
+/// before anything is allocated.
+#[test]
+fn regression_huge_length_prefix_is_refused_without_allocating() {
+    // Heartbeat (variant 4), id: string of length u64::MAX.
+    let mut bytes = vec![codec::VERSION, 4, 253];
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        decode(&bytes),
+        Err(codec::CodecError::Malformed(_))
+    ));
+    // ChannelsReply (variant 8) with 2^32 members claimed.
+    let mut bytes = vec![codec::VERSION, 8, 0, 252];
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        decode(&bytes),
+        Err(codec::CodecError::Malformed(_))
+    ));
+}
