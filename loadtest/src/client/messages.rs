@@ -1,0 +1,246 @@
+//! Handling what the server sends: replies, publications, pings, and the accounting
+//! that goes with them.
+
+use super::{Batch, Client, Phase, CONNECT_ID, FIRST_PUBLISH_ID};
+use crate::protocol::{self, Incoming};
+use crate::stats::hist::{lock, record};
+use crate::stats::AtomicCounters;
+use crate::ws::{Event, WsConn};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl Client {
+    /// Handles every complete event in the read buffer; `Err` when the session is over.
+    pub(super) fn drain_events(
+        &mut self,
+        ws: &mut WsConn,
+        phase: &mut Phase,
+        started: Instant,
+        batch: &mut Batch,
+    ) -> Result<(), ()> {
+        loop {
+            let event = match ws.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(_) => return Err(()),
+            };
+            match event {
+                Event::Close(code) => {
+                    // 3500–3999 and 4500–4999: the protocol's "do not reconnect" codes.
+                    if matches!(code, 3500..=3999 | 4500..=4999) {
+                        self.give_up = true;
+                    }
+                    return Err(());
+                }
+                Event::Control => {}
+                Event::Message(_) | Event::Reassembled => {
+                    let r = self.handle_text(ws.payload(&event), phase, started, batch);
+                    if event == Event::Reassembled {
+                        ws.done_reassembled();
+                    }
+                    r?;
+                }
+            }
+        }
+        if !self.out.is_empty() {
+            ws.queue_text(&self.out);
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Handles one text message (one or more JSON lines).
+    fn handle_text(
+        &mut self,
+        text: &[u8],
+        phase: &mut Phase,
+        started: Instant,
+        batch: &mut Batch,
+    ) -> Result<(), ()> {
+        for line in text.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let Ok(msg) = protocol::decode(line) else {
+                return Err(());
+            };
+            self.handle_message(msg, phase, started, batch)?;
+        }
+        Ok(())
+    }
+
+    fn handle_message(
+        &mut self,
+        msg: Incoming<'_>,
+        phase: &mut Phase,
+        started: Instant,
+        batch: &mut Batch,
+    ) -> Result<(), ()> {
+        if let Some(push) = msg.push {
+            if let Some(p) = push.publication {
+                let stamp = protocol::read_stamp(p.data.get().as_bytes());
+                if let Some(sub) = self.subs.iter_mut().find(|s| s.channel == push.channel) {
+                    let id = stamp.map(|s| (s.publisher, s.seq));
+                    batch.delta.add(sub.tracker.on_publication(p.offset, id));
+                }
+                batch.deliveries += 1;
+                if let Some(s) = stamp {
+                    let now = protocol::now_micros();
+                    self.latencies.push(now.saturating_sub(s.sent_micros));
+                }
+            }
+            // A `disconnect` push is followed by the close frame, which ends the session;
+            // the SDKs stop reconnecting when it says so, and so does this client.
+            if push.disconnect.is_some_and(|d| !d.reconnect) {
+                self.give_up = true;
+            }
+            return Ok(());
+        }
+        if msg.is_ping() {
+            self.push_command(b"{}");
+            batch.pings += 1;
+            return Ok(());
+        }
+        match msg.id {
+            CONNECT_ID => {
+                if msg.error.is_some() {
+                    return Err(());
+                }
+                AtomicCounters::add(&self.ctx.counters.conn_ok, 1);
+                if self.outage_since.is_none() && !self.settled {
+                    let micros = started.elapsed().as_micros() as u64;
+                    record(&mut lock(&self.ctx.connect_hist), micros);
+                }
+                self.queue_subscribes(phase);
+            }
+            id if id > CONNECT_ID && id < FIRST_PUBLISH_ID => {
+                let Some(sub) = self.subs.get_mut((id - CONNECT_ID - 1) as usize) else {
+                    return Ok(());
+                };
+                if let Some(reply) = msg.subscribe {
+                    // Recovered publications count as deliveries but stay out of the
+                    // latency histogram: their delay is the outage (reconnect time).
+                    for p in &reply.publications {
+                        let stamp = protocol::read_stamp(p.data.get().as_bytes());
+                        let id = stamp.map(|s| (s.publisher, s.seq));
+                        batch.delta.add(sub.tracker.on_publication(p.offset, id));
+                        batch.deliveries += 1;
+                    }
+                    let publishing = self.ctx.publishing.load(Ordering::Relaxed);
+                    batch.delta.add(sub.tracker.on_subscribed(
+                        &reply.epoch,
+                        reply.offset,
+                        sub.recovering,
+                        reply.recovered,
+                        publishing,
+                    ));
+                    batch.subscribed += 1;
+                } else {
+                    batch.sub_failed += 1;
+                }
+                if let Phase::Subscribing(n) = phase {
+                    *phase = if *n <= 1 {
+                        Phase::Ready
+                    } else {
+                        Phase::Subscribing(*n - 1)
+                    };
+                    if *phase == Phase::Ready {
+                        self.on_ready();
+                    }
+                }
+            }
+            _ => {
+                if msg.error.is_some() {
+                    batch.publish_errors += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the connect reply: subscribe to every channel in one frame.
+    fn queue_subscribes(&mut self, phase: &mut Phase) {
+        if self.subs.is_empty() {
+            *phase = Phase::Ready;
+            self.on_ready();
+            return;
+        }
+        let recover = self.ctx.spec.reconnect;
+        let mut out = std::mem::take(&mut self.out);
+        for (i, sub) in self.subs.iter_mut().enumerate() {
+            if !out.is_empty() {
+                out.push(b'\n');
+            }
+            let from = if recover {
+                sub.tracker.recover_from()
+            } else {
+                None
+            };
+            sub.recovering = from.is_some();
+            protocol::encode_subscribe(&mut out, CONNECT_ID + 1 + i as u32, &sub.channel, from);
+        }
+        self.out = out;
+        *phase = Phase::Subscribing(self.subs.len());
+    }
+
+    /// Connected and subscribed: settles the first attempt or ends an outage.
+    fn on_ready(&mut self) {
+        if let Some(since) = self.outage_since.take() {
+            AtomicCounters::add(&self.ctx.counters.reconnects, 1);
+            record(
+                &mut lock(&self.ctx.reconnect_hist),
+                since.elapsed().as_micros() as u64,
+            );
+        }
+        self.settle();
+    }
+
+    /// Counts this client's first attempt as finished, once.
+    pub(super) fn settle(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            AtomicCounters::add(&self.ctx.counters.settled, 1);
+        }
+    }
+
+    /// Adds a command to the next outgoing frame.
+    fn push_command(&mut self, cmd: &[u8]) {
+        if !self.out.is_empty() {
+            self.out.push(b'\n');
+        }
+        self.out.extend_from_slice(cmd);
+    }
+
+    /// Adds one read's results to the shard's counters and histogram.
+    pub(super) fn flush_batch(&mut self, b: &mut Batch) {
+        let c = &self.ctx.counters;
+        AtomicCounters::add(&c.deliveries, b.deliveries);
+        AtomicCounters::add(&c.lost, b.delta.lost);
+        AtomicCounters::add(&c.duplicates, b.delta.duplicates);
+        AtomicCounters::add(&c.gaps, b.delta.gaps);
+        AtomicCounters::add(&c.recovered, b.delta.recovered);
+        AtomicCounters::add(&c.unrecovered, b.delta.unrecovered);
+        AtomicCounters::add(&c.offset_skips, b.delta.offset_skips);
+        AtomicCounters::add(&c.offset_skips, b.delta.offset_skips);
+        AtomicCounters::add(&c.pings, b.pings);
+        AtomicCounters::add(&c.client_publish_errors, b.publish_errors);
+        AtomicCounters::add(&c.sub_failed, b.sub_failed);
+        AtomicCounters::add(&c.subscribed, b.subscribed);
+        self.ctx.latency.record_batch(self.index, &self.latencies);
+        self.latencies.clear();
+    }
+
+    /// At the end: publications up to each publisher's last one that never arrived.
+    pub(super) fn count_tail(&self) {
+        let Some(finals) = self.ctx.final_seqs.get() else {
+            return;
+        };
+        for sub in &self.subs {
+            if let Some(last) = finals.get(&sub.channel) {
+                let (lost, gaps) = sub.tracker.tail(last);
+                AtomicCounters::add(&self.ctx.counters.lost, lost);
+                AtomicCounters::add(&self.ctx.counters.gaps, gaps);
+            }
+        }
+    }
+}

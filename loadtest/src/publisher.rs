@@ -1,0 +1,130 @@
+//! Publishers through the server API, paced to a target rate.
+
+use crate::api::Api;
+use crate::protocol::{encode_payload, now_micros, Stamp};
+use crate::shard::API_PUBLISHER_BASE;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counts shared by the publisher tasks.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    /// Publications the API accepted.
+    pub sent: AtomicU64,
+    /// Publications that failed (error answer, refused connection, timeout).
+    pub failed: AtomicU64,
+    /// Last sequence number accepted, per publisher.
+    pub last_seq: Vec<AtomicU64>,
+}
+
+impl PublishStats {
+    /// Counts for `publishers` publishers.
+    pub fn new(publishers: usize) -> Self {
+        PublishStats {
+            last_seq: (0..publishers.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What to publish.
+#[derive(Clone, Debug)]
+pub struct PublishJob {
+    /// Server API base URLs (`http://host:port`).
+    pub bases: Vec<String>,
+    /// `X-API-Key`.
+    pub key: String,
+    /// Target channel.
+    pub channel: String,
+    /// Publications per second over all publishers (0: as fast as they go).
+    pub rate: f64,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Concurrent API connections.
+    pub publishers: usize,
+    /// How long to publish.
+    pub duration: Duration,
+}
+
+/// Publishes for `job.duration` and returns; counts go to `stats`.
+pub async fn run(job: PublishJob, stats: Arc<PublishStats>) -> anyhow::Result<()> {
+    let n = job.publishers.max(1);
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for p in 0..n {
+        let api = Api::new(&job.bases, &job.key, p).await?;
+        set.spawn(one(
+            api,
+            p,
+            job.clone(),
+            job.rate / n as f64,
+            start,
+            stats.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One publisher: publication `k` is due at `start + k / rate`. When it falls more than
+/// a second behind (the server cannot keep up) it skips ahead instead of bursting, so
+/// the achieved rate shows the server's limit. A failed publication is retried with the
+/// same sequence number, so subscribers can tell a real loss from a refused request.
+async fn one(
+    mut api: Api,
+    index: usize,
+    job: PublishJob,
+    rate: f64,
+    start: Instant,
+    stats: Arc<PublishStats>,
+) {
+    let end = start + job.duration;
+    let mut data = Vec::with_capacity(job.payload + 32);
+    let mut k: u64 = 0;
+    let mut seq: u64 = 1;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if rate > 0.0 {
+            let mut due = start + Duration::from_secs_f64(k as f64 / rate);
+            if now > due + Duration::from_secs(1) {
+                k = (now.duration_since(start).as_secs_f64() * rate) as u64;
+                due = start + Duration::from_secs_f64(k as f64 / rate);
+            }
+            if due >= end {
+                break;
+            }
+            if due > now {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        data.clear();
+        let stamp = Stamp {
+            sent_micros: now_micros(),
+            publisher: API_PUBLISHER_BASE + index as u64,
+            seq,
+        };
+        encode_payload(&mut data, stamp, job.payload);
+        match api.publish(&job.channel, &data).await {
+            Ok(_) => {
+                if let Some(last) = stats.last_seq.get(index) {
+                    last.store(seq, Ordering::Relaxed);
+                }
+                seq += 1;
+                stats.sent.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(_) => {
+                // A node going away: pause briefly (bounded by the end) and go on.
+                tokio::time::sleep(
+                    Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+                )
+                .await;
+                stats.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        k += 1;
+    }
+}
