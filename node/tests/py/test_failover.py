@@ -10,6 +10,7 @@ import json
 import time
 
 import centrifuge
+import aiohttp
 import pytest
 
 from failover import ROUTER_BIN, Cluster, Publisher, Subscriber, spread
@@ -183,3 +184,60 @@ async def test_sigkill_of_a_node_loses_nothing(cluster_behind_router, herald_rep
 
     report = await _run_load(cluster, kill)
     herald_report(report)
+
+
+async def test_router_sends_no_new_client_to_a_draining_node_while_its_own_carry_on(
+    nats, tmp_path, node_bin, request
+):
+    """Issue 4, with real nodes: a node drains (grace 5 s); the router takes it out of
+    the ring for new connections at once, and its open tunnel keeps working."""
+    c = Cluster(node_bin, tmp_path, nats.url, 2,
+                {"HERALD_DRAIN_GRACE": "5", "HERALD_DRAIN_WINDOW": "1", "HERALD_DRAIN_TIMEOUT": "10"})
+    request.node._herald_nodes = c.procs
+    try:
+        await c.wait_routed(0)
+        await c.wait_routed(1)
+        # A client on node 0 (keys are tried until one lands there).
+        old = None
+        for i in range(50):
+            s = Subscriber(f"k{i}", c.ws_url, c.token(f"k{i}"), "live")
+            task = asyncio.create_task(s.run())
+            deadline = time.monotonic() + T
+            while not s.subscribes and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if s.nodes and s.nodes[-1] == "n0":
+                old = (s, task)
+                break
+            s.stop()
+            task.cancel()
+        assert old is not None, "no key landed on node 0"
+        s, task = old
+
+        r = await http("POST", f"{c.nodes[0].http_url}/admin/drain", headers={"X-API-Key": c.api_key})
+        assert r.status == 202, r.text
+        # The same key now goes to node 1 at once (the router saw the 503 / draining).
+        async def fresh_lands_elsewhere():
+            probe = Subscriber(s.name, c.ws_url, s.token, "probe")
+            t = asyncio.create_task(probe.run())
+            deadline = time.monotonic() + T
+            while not probe.nodes and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            probe.stop()
+            t.cancel()
+            return probe.nodes[:1]
+
+        landed = await fresh_lands_elsewhere()
+        assert landed == ["n1"], landed
+        # The old tunnel still carries publications during the grace.
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{c.api_url}/publish", headers={"X-API-Key": c.api_key},
+                                    json={"channel": "live", "data": {"seq": 0}}) as resp:
+                assert resp.status == 200, await resp.text()
+        deadline = time.monotonic() + T
+        while not s.received and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert s.received == [0] and len(s.closed_at) == 0, (s.received, s.closed_at)
+        s.stop()
+        task.cancel()
+    finally:
+        c.stop_all()
