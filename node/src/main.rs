@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         let addr = listener.local_addr().unwrap_or(config.listen);
         print_banner(&config, addr);
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
+        tokio::spawn(herald_shared::net::cancel_on_signal(shutdown.clone()));
         match herald_node::run(listener, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -131,22 +131,6 @@ fn print_banner(config: &herald_node::config::NodeConfig, addr: std::net::Socket
         );
     }
     let _ = out.flush();
-}
-
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }
 
 /// `herald-node drain`: asks the node on this host to drain and waits until it stops

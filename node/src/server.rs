@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// The response body type of every route.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -23,20 +23,10 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 /// that much memory; browsers send a few KiB (cookies included).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
-/// Listen backlog: tokio's default (1024) overflows in connect storms.
-pub const LISTEN_BACKLOG: u32 = 8192;
+pub use herald_shared::net::LISTEN_BACKLOG;
 
 /// Binds a listener with a backlog large enough for connect storms.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+pub use herald_shared::net::bind;
 
 /// A body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -56,21 +46,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 /// Accepts connections until `node.stop` fires.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = node.stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, remote)) = herald_shared::net::accept(&listener, &node.stop).await {
         let node2 = node.clone();
         node.tracker.spawn(async move {
             let io = TokioIo::new(stream);

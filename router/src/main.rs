@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         let addr = listener.local_addr().unwrap_or(config.listen);
         print_banner(&config, addr);
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
+        tokio::spawn(herald_shared::net::cancel_on_signal(shutdown.clone()));
         herald_router::run(listener, config, shutdown).await;
         ExitCode::SUCCESS
     })
@@ -97,20 +97,4 @@ fn print_banner(config: &herald_router::config::RouterConfig, addr: std::net::So
     );
     let _ = writeln!(out, "  probes     http://{addr}/healthz  /readyz  /metrics");
     let _ = out.flush();
-}
-
-async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }

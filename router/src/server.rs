@@ -10,47 +10,23 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// Largest request head (request line and headers) read from a client, bytes; a
 /// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
 /// that much memory; browsers send a few KiB (cookies included).
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
-/// Listen backlog: tokio's default (1024) overflows in reconnect storms after a node dies.
-pub const LISTEN_BACKLOG: u32 = 8192;
+pub use herald_shared::net::LISTEN_BACKLOG;
 /// How long a keep-alive HTTP connection may take to finish its request at shutdown.
 const HTTP_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Binds a listener with a backlog large enough for reconnect storms.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+/// Binds a listener with a backlog large enough for connect storms.
+pub use herald_shared::net::bind;
 
 /// Accepts client connections until `router.stop` fires.
 pub async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = router.stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, client) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, client)) = herald_shared::net::accept(&listener, &router.stop).await {
         let (slot, over_limit) = router.slot();
         let router2 = router.clone();
         router.tracker.spawn(async move {

@@ -13,5 +13,6 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod healthcheck;
+pub mod net;
 pub mod protocol;
 pub mod telemetry;
