@@ -33,6 +33,19 @@ struct NatsServer {
 
 impl NatsServer {
     fn start() -> Self {
+        // A port picked by binding port 0 can be taken by another test's process before
+        // nats-server binds it: then nats-server exits, or something else answers. Check
+        // that our nats-server is the one answering, else try another port.
+        for _ in 0..10 {
+            if let Some(server) = Self::try_start() {
+                return server;
+            }
+        }
+        panic!("nats-server did not start on any of 10 free ports");
+    }
+
+    fn try_start() -> Option<Self> {
+        use std::io::Read;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,24 +55,37 @@ impl NatsServer {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("nats-server");
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(["-p", &port.to_string(), "-a", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
         let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return None; // exited: the port was taken
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = [0u8; 5];
+                if s.read_exact(&mut head).is_ok() && &head == b"INFO " {
+                    break;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return None; // someone else answers on that port
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "nats-server did not start"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        NatsServer {
+        Some(NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             child,
-        }
+        })
     }
 }
 

@@ -56,7 +56,22 @@ class NatsServer:
             )
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc: Optional[subprocess.Popen] = None
-        self.start()
+        self._lines = lines
+        self._clustered = cluster_port is not None
+        for attempt in range(10):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                # A free port picked by binding port 0 can be taken by another process
+                # before nats-server binds it; a lone server simply tries other ports.
+                if self._clustered or attempt == 9:
+                    raise
+                self.port = free_port()
+                self.monitor_port = free_port()
+                lines[1] = f"listen: 127.0.0.1:{self.port}"
+                lines[2] = f"http: 127.0.0.1:{self.monitor_port}"
+                self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @property
     def url(self) -> str:
@@ -79,6 +94,8 @@ class NatsServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     if s.recv(7) == b"INFO {\"":
                         return
+                    self.kill()  # something else answers on that port
+                    raise RuntimeError(f"port {self.port} is taken")
             except OSError:
                 pass
             if time.monotonic() > deadline:
