@@ -417,6 +417,12 @@ impl NatsBroker {
     /// Drains the NATS connection (shutdown).
     pub async fn close(&self) {
         cluster::announce(&self.inner, "leaving").await;
+        // Flush first: the last leaves (LeaveMoving) of the drained sessions were queued
+        // moments ago, and a drain that closes the connection right away was seen to
+        // lose them (the flapping test, under load).
+        if let Err(e) = self.inner.client.flush().await {
+            tracing::warn!(error = %e, "NATS flush before closing failed");
+        }
         let _ = self.inner.client.drain().await;
     }
 }
