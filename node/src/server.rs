@@ -233,7 +233,9 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
     let node2 = node.clone();
     node.tracker.spawn(async move {
         match fut.await {
-            Ok(ws) => crate::session::serve(node2, ws, remote).await,
+            // Only the handshake is fastwebsockets': the session frames the stream
+            // itself (see `session::frames`).
+            Ok(ws) => crate::session::serve(node2, ws.into_inner().into_inner(), remote).await,
             Err(e) => {
                 node2.sessions.fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(client.addr = %remote, error = %e, "upgrade failed");

@@ -1,23 +1,23 @@
 //! One client WebSocket connection.
 //!
-//! Two tasks per connection, because fastwebsockets' `read_frame` must not be raced in
-//! `select!`: the reader (this module) reads frames and runs the protocol
-//! ([`handler`]); the [writer] drains the outbound queue and owns every deadline. The
-//! reader forwards what the WebSocket protocol obliges it to send (pongs, the close
-//! echo) to the writer through the queue.
+//! Two tasks per connection: the reader (this module) reads frames and runs the
+//! protocol ([`handler`]), which may wait on the broker; the [writer] drains the
+//! outbound queue and owns every deadline. The reader forwards what the WebSocket
+//! protocol obliges it to send (pongs, the close echo) to the writer through the queue.
 //!
-//! The reader enforces RFC 6455 itself rather than through fastwebsockets' automatic
-//! ping and close handling, which lets it check what the library does not: every client
-//! frame must be masked (section 5.1) and no control frame may carry more than 125 bytes
-//! (section 5.5). Either violation closes the connection with 1002.
+//! fastwebsockets performs the upgrade; after it, the connection's TCP stream is taken
+//! back from hyper and split into owned halves, read by [`frames::FrameReader`] (which
+//! holds no buffer while the client is quiet) and written by the writer.
 //!
 //! # Layout
 //! - [`conn`]: per-connection state shared with the hub and the server API.
+//! - [`frames`]: client frames in, server frame headers out (RFC 6455 section 5).
 //! - [`outbound`]: the bounded outbound queue.
 //! - [`handler`]: the client protocol's commands.
 //! - [`writer`]: the writer task.
 
 pub mod conn;
+pub mod frames;
 pub mod handler;
 pub mod outbound;
 pub mod writer;
@@ -25,12 +25,12 @@ pub mod writer;
 use crate::node::Node;
 use bytes::Bytes;
 use conn::Conn;
-use fastwebsockets::{OpCode, WebSocket, WebSocketError};
+use fastwebsockets::OpCode;
+use frames::{FrameReader, ReadError};
 use handler::{Flow, Session};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use outbound::CloseReason;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,9 +45,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// queued and the close). A client that does not read would otherwise hold the
 /// connection until the writer's own stall timeout.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
-
-/// Largest payload of a control frame (ping, pong, close), RFC 6455 section 5.5.
-const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// RFC 6455 close codes used for transport-level problems.
 mod ws_close {
@@ -67,21 +64,30 @@ fn transport_close(code: u16, reason: &'static str) -> CloseReason {
 }
 
 /// Runs a connection from the completed upgrade to its end.
-pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>, remote: SocketAddr) {
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
+    // The node serves plain TCP (TLS ends at the load balancer), so the upgraded
+    // connection is always hyper's wrapper around our own `TcpStream`.
+    let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            node.sessions.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(client.addr = %remote, "upgraded connection is not a TCP stream");
+            return;
+        }
+    };
+    let (rd, wr) = parts.io.into_inner().into_split();
+    let early = parts.read_buf;
     let id = node.next_conn_id();
     let span = tracing::debug_span!("conn", conn.id = id, client.addr = %remote);
     async move {
         let conn = Arc::new(Conn::new(id, remote, node.config.limits.queue_max_bytes));
         node.metrics.connections.increment(1.0);
-        let (mut rd, wr) = ws.split(tokio::io::split);
         // Checked per frame here; the whole message (all fragments) is checked below.
-        rd.set_max_message_size(node.config.limits.max_message_size + 1);
-        // Pings and closes come to the read loop, which checks them first (see above).
-        rd.set_auto_pong(false);
-        rd.set_auto_close(false);
+        let mut frames = FrameReader::new(&early, node.config.limits.max_message_size);
+        drop(early);
         let writer = tokio::spawn(writer::run(wr, node.clone(), conn.clone()).in_current_span());
 
-        read_loop(&node, &conn, &mut rd).await;
+        read_loop(&node, &conn, &mut frames, &rd).await;
 
         // The reader is done: make sure the writer ends too, then clean up.
         conn.out.close(CloseReason {
@@ -110,16 +116,16 @@ pub async fn serve(node: Arc<Node>, ws: WebSocket<TokioIo<Upgraded>>, remote: So
     .await
 }
 
-type ReadHalf = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<TokioIo<Upgraded>>>;
-
-async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
+async fn read_loop(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    frames: &mut FrameReader,
+    rd: &tokio::net::tcp::OwnedReadHalf,
+) {
     let mut session = Session::new(node.clone(), conn.clone());
     let max = node.config.limits.max_message_size;
     // A message arriving in fragments: opcode of its first frame and the bytes so far.
     let mut partial: Option<(OpCode, Vec<u8>)> = None;
-    // With automatic pongs and closes off, fastwebsockets never owes a frame itself.
-    let mut obligations =
-        |_: fastwebsockets::Frame<'_>| std::future::ready(Ok::<(), Infallible>(()));
     // The client sent its close: nothing more will come, no need to linger for it.
     let mut peer_closed = false;
 
@@ -129,12 +135,12 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
         }
         let frame = tokio::select! {
             biased;
-            // Once a close is decided the frame being read no longer matters: dropping
-            // a half-read frame is fine because nothing is read after it but the linger.
+            // Once a close is decided the frame being read no longer matters (the
+            // reader is cancel-safe anyway: what it read stays for the linger).
             _ = conn.out.closed() => break,
-            f = rd.read_frame(&mut obligations) => f,
+            f = frames.next(rd) => f,
         };
-        let mut frame = match frame {
+        let frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 if let Some(reason) = close_for_error(&e) {
@@ -146,28 +152,13 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                 break;
             }
         };
-        if !is_masked(&mut frame) {
-            conn.out.close(transport_close(
-                ws_close::PROTOCOL_ERROR,
-                "client frames must be masked",
-            ));
-            break;
-        }
-        let control = matches!(frame.opcode, OpCode::Ping | OpCode::Pong | OpCode::Close);
-        if control && frame.payload.len() > MAX_CONTROL_PAYLOAD {
-            conn.out.close(transport_close(
-                ws_close::PROTOCOL_ERROR,
-                "control frame too large",
-            ));
-            break;
-        }
         let complete: Option<Vec<u8>> = match frame.opcode {
             OpCode::Ping => {
-                conn.out.push_pong(Bytes::copy_from_slice(&frame.payload));
+                conn.out.push_pong(Bytes::copy_from_slice(frame.payload));
                 None
             }
             OpCode::Close => {
-                conn.out.close(close_answer(&frame.payload));
+                conn.out.close(close_answer(frame.payload));
                 peer_closed = true;
                 break;
             }
@@ -189,13 +180,18 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                 ));
                 break;
             }
-            // A whole message in one frame (fastwebsockets checked its UTF-8).
+            OpCode::Text if std::str::from_utf8(frame.payload).is_err() => {
+                conn.out
+                    .close(transport_close(ws_close::INVALID_PAYLOAD, "invalid UTF-8"));
+                break;
+            }
+            // A whole message in one frame.
             OpCode::Text => {
                 // Boxed: a command's state (subscribe with recovery is the largest) then
                 // exists only while it runs, instead of widening every idle session's
                 // task. Measured: idle memory per connection 15.6 -> 12.3 KiB
                 // (`herald-loadtest idle --local 1 --connections 10000`).
-                if let Flow::Close(c) = Box::pin(session.handle_frame(&frame.payload)).await {
+                if let Flow::Close(c) = Box::pin(session.handle_frame(frame.payload)).await {
                     conn.out.close(c);
                     break;
                 }
@@ -216,7 +212,7 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
                     ));
                     break;
                 }
-                buf.extend_from_slice(&frame.payload);
+                buf.extend_from_slice(frame.payload);
                 if frame.fin {
                     let (op, buf) = partial.take().expect("partial message");
                     if op == OpCode::Binary {
@@ -253,7 +249,7 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
     // Linger: let the client read our close and answer it, discarding what it sends.
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
-            match rd.read_frame(&mut obligations).await {
+            match frames.next(rd).await {
                 Ok(f) if f.opcode == OpCode::Close => break,
                 Ok(_) => continue,
                 Err(_) => break,
@@ -261,14 +257,6 @@ async fn read_loop(node: &Arc<Node>, conn: &Arc<Conn>, rd: &mut ReadHalf) {
         }
     })
     .await;
-}
-
-/// Whether a frame came masked. fastwebsockets keeps the masking key private but
-/// writes it into the header it formats, where bit 0x80 of the second byte says "masked".
-fn is_masked(frame: &mut fastwebsockets::Frame<'_>) -> bool {
-    let mut head = [0u8; 14]; // largest header: 2 + 8 (length) + 4 (mask)
-    frame.fmt_head(&mut head);
-    head[1] & 0x80 != 0
 }
 
 /// How to answer a client's close frame (RFC 6455 section 5.5.1): echo its code, or
@@ -292,20 +280,11 @@ fn close_answer(payload: &[u8]) -> CloseReason {
 }
 
 /// The close code for a read error, or `None` when the peer is simply gone.
-fn close_for_error(e: &WebSocketError) -> Option<CloseReason> {
-    use WebSocketError as E;
+fn close_for_error(e: &ReadError) -> Option<CloseReason> {
     Some(match e {
-        E::FrameTooLarge => transport_close(ws_close::MESSAGE_TOO_BIG, "message too big"),
-        E::InvalidUTF8 => transport_close(ws_close::INVALID_PAYLOAD, "invalid UTF-8"),
-        E::ReservedBitsNotZero
-        | E::ControlFrameFragmented
-        | E::PingFrameTooLarge
-        | E::InvalidFragment
-        | E::InvalidContinuationFrame
-        | E::InvalidCloseFrame
-        | E::InvalidCloseCode
-        | E::InvalidValue => transport_close(ws_close::PROTOCOL_ERROR, "protocol error"),
-        _ => return None,
+        ReadError::TooBig => transport_close(ws_close::MESSAGE_TOO_BIG, "message too big"),
+        ReadError::Protocol(why) => transport_close(ws_close::PROTOCOL_ERROR, why),
+        ReadError::Eof | ReadError::Io(_) => return None,
     })
 }
 
@@ -328,7 +307,6 @@ async fn cleanup(node: &Arc<Node>, conn: &Arc<Conn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fastwebsockets::{Frame, Payload};
 
     #[test]
     fn close_frames_are_echoed_or_refused() {
@@ -340,18 +318,5 @@ mod tests {
         assert_eq!(code(&1005u16.to_be_bytes()), 1002, "reserved, never sent");
         assert_eq!(code(&999u16.to_be_bytes()), 1002);
         assert_eq!(code(b"\x03\xe8\xff"), 1007, "reason not UTF-8");
-    }
-
-    #[test]
-    fn masks_are_seen() {
-        let mut unmasked = Frame::text(Payload::Borrowed(b"{}"));
-        assert!(!is_masked(&mut unmasked));
-        let mut masked = Frame::new(
-            true,
-            OpCode::Text,
-            Some([1, 2, 3, 4]),
-            Payload::Owned(vec![0; 70_000]),
-        );
-        assert!(is_masked(&mut masked), "with a 64-bit length field too");
     }
 }

@@ -12,15 +12,16 @@
 //! slot and its socket forever.
 
 use super::conn::Conn;
+use super::frames::{server_head, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEAD};
 use super::outbound::CloseReason;
 use crate::node::Node;
-use fastwebsockets::{Frame, Payload, WebSocketWrite};
+use fastwebsockets::OpCode;
 use herald_shared::protocol::reply::encode_disconnect_push;
 use herald_shared::protocol::{codes::reconnect_allowed, DisconnectCode};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Largest frame the writer builds from queued messages; more goes in the next frame.
@@ -31,13 +32,9 @@ const PING: &[u8] = b"{}";
 
 /// Runs until the connection is closed; returns the close code it sent (if any), or
 /// decided when the client stopped reading before it could be sent.
-pub async fn run<W: AsyncWrite + Unpin>(
-    ws: WebSocketWrite<W>,
-    node: Arc<Node>,
-    conn: Arc<Conn>,
-) -> Option<u16> {
+pub async fn run<W: AsyncWrite + Unpin>(wr: W, node: Arc<Node>, conn: Arc<Conn>) -> Option<u16> {
     let stall = node.config.ping_interval + node.config.pong_timeout;
-    let mut ws = Bounded { ws, stall };
+    let mut ws = Bounded { wr, stall };
     match write_loop(&mut ws, &node, &conn).await {
         Ok(code) => code,
         Err(Stalled) => {
@@ -53,25 +50,41 @@ pub async fn run<W: AsyncWrite + Unpin>(
 struct Stalled;
 
 /// The write half with every write bounded in time.
+///
+/// Frames are written here rather than through fastwebsockets' `WebSocketWrite`, which
+/// copies every frame under 1 KiB into a buffer of its own that it keeps for the
+/// connection's life. Here the header goes into room left in front of the payload, so
+/// a frame is one `write()` of one buffer, and nothing is held while idle.
 struct Bounded<W> {
-    ws: WebSocketWrite<W>,
+    wr: W,
     stall: Duration,
 }
 
 impl<W: AsyncWrite + Unpin> Bounded<W> {
-    /// Writes a frame. `Ok(false)`: the client is gone.
-    async fn write(&mut self, frame: Frame<'_>) -> Result<bool, Stalled> {
-        match tokio::time::timeout(self.stall, self.ws.write_frame(frame)).await {
+    /// Writes `frame[start..]`. `Ok(false)`: the client is gone.
+    async fn write_all(&mut self, frame: &[u8]) -> Result<bool, Stalled> {
+        match tokio::time::timeout(self.stall, self.wr.write_all(frame)).await {
             Ok(r) => Ok(r.is_ok()),
             Err(_) => Err(Stalled),
         }
     }
 
-    async fn flush(&mut self) -> Result<(), Stalled> {
-        tokio::time::timeout(self.stall, self.ws.flush())
-            .await
-            .map(|_| ())
-            .map_err(|_| Stalled)
+    /// Writes one frame whose payload follows [`MAX_SERVER_HEAD`] bytes of room at the
+    /// start of `buf`.
+    async fn write_framed(&mut self, opcode: OpCode, buf: &mut [u8]) -> Result<bool, Stalled> {
+        let mut head = [0u8; MAX_SERVER_HEAD];
+        let start = server_head(opcode, buf.len() - MAX_SERVER_HEAD, &mut head);
+        buf[start..MAX_SERVER_HEAD].copy_from_slice(&head[start..]);
+        self.write_all(&buf[start..]).await
+    }
+
+    /// Writes a small frame (pong, close, the disconnect push).
+    async fn write_small(&mut self, opcode: OpCode, parts: &[&[u8]]) -> Result<bool, Stalled> {
+        let mut buf = vec![0u8; MAX_SERVER_HEAD];
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        self.write_framed(opcode, &mut buf).await
     }
 }
 
@@ -84,37 +97,39 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let handshake_deadline = Instant::now() + cfg.limits.handshake_timeout;
     let mut next_ping: Option<Instant> = None;
     let mut pong_deadline: Option<Instant> = None;
-    let mut buf: Vec<u8> = Vec::new();
 
     loop {
         let batch = conn.out.take();
         for pong in &batch.pongs {
-            if !ws.write(Frame::pong(Payload::Borrowed(pong))).await? {
+            if !ws.write_small(OpCode::Pong, &[pong]).await? {
                 return Ok(None);
             }
         }
-        // Write what is queued, coalesced.
+        // Write what is queued, coalesced. The buffer lives only for this batch: an
+        // idle connection holds none.
+        let mut left: usize = batch.items.iter().map(|m| m.len() + 1).sum();
         let mut items = batch.items.into_iter().peekable();
         while items.peek().is_some() {
-            buf.clear();
+            let mut buf = Vec::with_capacity(MAX_SERVER_HEAD + left.min(MAX_COALESCED_FRAME));
+            buf.resize(MAX_SERVER_HEAD, 0);
             while let Some(next) = items.peek() {
-                if !buf.is_empty() && buf.len() + 1 + next.len() > MAX_COALESCED_FRAME {
+                let payload = buf.len() - MAX_SERVER_HEAD;
+                if payload > 0 && payload + 1 + next.len() > MAX_COALESCED_FRAME {
                     break;
                 }
-                if !buf.is_empty() {
+                if payload > 0 {
                     buf.push(b'\n');
                 }
                 buf.extend_from_slice(next);
+                left -= next.len() + 1;
                 items.next();
             }
-            node.metrics.bytes_out.increment(buf.len() as u64);
-            if !ws.write(Frame::text(Payload::Borrowed(&buf))).await? {
+            node.metrics
+                .bytes_out
+                .increment((buf.len() - MAX_SERVER_HEAD) as u64);
+            if !ws.write_framed(OpCode::Text, &mut buf).await? {
                 return Ok(None);
             }
-        }
-        if buf.capacity() > MAX_COALESCED_FRAME {
-            // Do not keep a burst's buffer for the life of an idle connection.
-            buf = Vec::new();
         }
         if let Some(close) = batch.close {
             return send_close(ws, close).await.map(Some);
@@ -210,10 +225,22 @@ async fn send_close<W: AsyncWrite + Unpin>(
 ) -> Result<u16, Stalled> {
     if close.push {
         let push = encode_disconnect_push(close.code, &close.reason, reconnect_allowed(close.code));
-        ws.write(Frame::text(Payload::Borrowed(&push))).await?;
+        ws.write_small(OpCode::Text, &[&push]).await?;
     }
-    ws.write(Frame::close(close.code, close.reason.as_bytes()))
-        .await?;
-    ws.flush().await?;
+    // A close reason is cut to what fits a control frame, on a character boundary.
+    let mut reason = close.reason.as_ref();
+    while reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+        let mut cut = MAX_CONTROL_PAYLOAD - 2;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason = &reason[..cut];
+    }
+    ws.write_small(
+        OpCode::Close,
+        &[&close.code.to_be_bytes(), reason.as_bytes()],
+    )
+    .await?;
+    let _ = tokio::time::timeout(ws.stall, ws.wr.flush()).await;
     Ok(close.code)
 }
