@@ -10,8 +10,10 @@ use tokio::process::{Child, Command};
 
 /// How long a process may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a drained process may take to exit before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a drained process may take to exit before it is killed: longer than the
+/// node's own bound on a drain (`HERALD_DRAIN_TIMEOUT`, default 25 s), which a node at
+/// the default drain pacing (5 s grace + 10 s window) comes close to.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running child and where its output goes.
 pub struct Proc {

@@ -349,29 +349,16 @@ mod tests {
             let mut ws = WebSocket::after_handshake(stream, Role::Client);
             ws.set_writev(false);
             let big = vec![b'b'; 70_000];
-            ws.write_frame(WsFrame::text(Payload::Borrowed(b"{\"id\":1}")))
-                .await
-                .unwrap();
-            ws.write_frame(WsFrame::new(
-                false,
-                OpCode::Text,
-                None,
-                Payload::Borrowed(b"he"),
-            ))
-            .await
-            .unwrap();
-            ws.write_frame(WsFrame::new(
-                true,
-                OpCode::Continuation,
-                None,
-                Payload::Borrowed(b"llo"),
-            ))
-            .await
-            .unwrap();
-            ws.write_frame(WsFrame::text(Payload::Borrowed(&big)))
-                .await
-                .unwrap();
-            ws.write_frame(WsFrame::close(1000, b"bye")).await.unwrap();
+            let frames = [
+                WsFrame::text(Payload::Borrowed(b"{\"id\":1}")),
+                WsFrame::new(false, OpCode::Text, None, Payload::Borrowed(b"he")),
+                WsFrame::new(true, OpCode::Continuation, None, Payload::Borrowed(b"llo")),
+                WsFrame::text(Payload::Borrowed(&big)),
+                WsFrame::close(1000, b"bye"),
+            ];
+            for frame in frames {
+                ws.write_frame(frame).await.unwrap();
+            }
             // Then raw bytes of one frame, a byte at a time.
             let mut tcp = ws.into_inner();
             for b in client_frame(0x89, b"ping", [7, 7, 7, 7]) {
