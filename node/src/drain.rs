@@ -36,7 +36,7 @@ pub async fn run(node: &Arc<Node>) {
     disconnect_spread(node, opts.window).await;
 
     // Everyone who is left: handshakes in progress, clients that came between.
-    node.stop.cancel();
+    node.stop_sessions();
     node.tracker.close();
     let left = deadline.saturating_duration_since(Instant::now());
     if tokio::time::timeout(left.saturating_sub(CLOSE_RESERVE), node.tracker.wait())

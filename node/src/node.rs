@@ -6,7 +6,9 @@ use crate::config::NodeConfig;
 use crate::hub::Hub;
 use crate::metrics::NodeMetrics;
 use crate::session::conn::Conn;
+use crate::session::outbound::Outbound;
 use herald_shared::auth::{AuthError, Verifier};
+use herald_shared::protocol::DisconnectCode;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,6 +93,40 @@ impl Registry {
     }
 }
 
+/// Every open session's outbound queue, connected or not.
+///
+/// Shutdown closes sessions through this list rather than by each writer watching
+/// `Node::stop`: every poll of a `CancellationToken` takes its mutex, one for the whole
+/// node, so a fan-out that woke a thousand writers had them all queue on that lock.
+#[derive(Default)]
+pub struct OpenSessions {
+    inner: Mutex<HashMap<u64, Arc<Outbound>>>,
+}
+
+impl OpenSessions {
+    /// Adds a session that just started.
+    pub fn insert(&self, id: u64, out: Arc<Outbound>) {
+        self.lock().insert(id, out);
+    }
+
+    /// Removes a session that ended.
+    pub fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes every open session with `code`.
+    pub fn close_all(&self, code: DisconnectCode) {
+        let all: Vec<Arc<Outbound>> = self.lock().values().cloned().collect();
+        for out in all {
+            out.close(code);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Outbound>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Shared state of a running node.
 pub struct Node {
     /// The configuration it was started with.
@@ -107,8 +143,10 @@ pub struct Node {
     pub metrics: NodeMetrics,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
-    /// "Stop": fired on shutdown; accept loops and sessions watch it.
+    /// "Stop": fired on shutdown (by [`Node::stop_sessions`]); accept loops watch it.
     pub stop: CancellationToken,
+    /// Every open session, for closing them all at shutdown.
+    pub open: OpenSessions,
     /// "All done": every connection task is tracked here.
     pub tracker: TaskTracker,
     /// Set when the node stops taking new connections (shutdown or drain).
@@ -154,6 +192,7 @@ impl Node {
             metrics: NodeMetrics::new(),
             prometheus,
             stop: CancellationToken::new(),
+            open: OpenSessions::default(),
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
@@ -161,6 +200,14 @@ impl Node {
             started: Instant::now(),
             next_conn_id: AtomicU64::new(1),
         }))
+    }
+
+    /// Fires `stop` and closes every open session, connected or not, with the
+    /// reconnect-advising shutdown code. A session that starts meanwhile sees `stop`
+    /// and closes itself (see `session::serve`).
+    pub fn stop_sessions(&self) {
+        self.stop.cancel();
+        self.open.close_all(DisconnectCode::Shutdown);
     }
 
     /// A new connection id, unique on this node.

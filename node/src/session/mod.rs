@@ -28,6 +28,7 @@ use conn::Conn;
 use fastwebsockets::OpCode;
 use frames::{FrameReader, ReadError};
 use handler::{Flow, Session};
+use herald_shared::protocol::DisconnectCode;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use outbound::CloseReason;
@@ -82,6 +83,12 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
     async move {
         let conn = Arc::new(Conn::new(id, remote, node.config.limits.queue_max_bytes));
         node.metrics.connections.increment(1.0);
+        // Listed before looking at `stop`: shutdown either finds it in the list or has
+        // already fired `stop` (see `Node::stop_sessions`).
+        node.open.insert(id, conn.out.clone());
+        if node.stop.is_cancelled() {
+            conn.out.close(DisconnectCode::Shutdown);
+        }
         // Checked per frame here; the whole message (all fragments) is checked below.
         let mut frames = FrameReader::new(&early, node.config.limits.max_message_size);
         drop(early);
@@ -301,6 +308,7 @@ async fn cleanup(node: &Arc<Node>, conn: &Arc<Conn>) {
         handler::unsubscribe_conn(node, conn, &channel).await;
     }
     node.registry.remove(conn);
+    node.open.remove(conn.id);
     node.sessions.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -97,6 +97,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let handshake_deadline = Instant::now() + cfg.limits.handshake_timeout;
     let mut next_ping: Option<Instant> = None;
     let mut pong_deadline: Option<Instant> = None;
+    // One timer for the connection's life, moved only when the next deadline moves: a
+    // new timer per wake-up cost a timer-wheel insert and removal per delivery.
+    let timer = tokio::time::sleep_until(handshake_deadline);
+    tokio::pin!(timer);
 
     loop {
         let batch = conn.out.take();
@@ -183,13 +187,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
 
         let deadline = next_deadline(node, conn, handshake_deadline, next_ping, pong_deadline);
+        if deadline != timer.deadline() || timer.is_elapsed() {
+            timer.as_mut().reset(deadline);
+        }
+        // Shutdown is not watched here: `Node::stop_sessions` closes every queue.
         tokio::select! {
+            biased;
             _ = conn.out.wait() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            // Shutdown: every client, connected or not, gets the reconnect-advising code.
-            _ = node.stop.cancelled() => {
-                conn.out.close(DisconnectCode::Shutdown);
-            }
+            _ = &mut timer => {}
         }
     }
 }
