@@ -50,6 +50,11 @@ pub struct NodeConfig {
     /// `HERALD_EXPIRY_GRACE` (seconds): how long past token expiry a connection may stay
     /// while the client refreshes. Default 5.
     pub expiry_grace: Duration,
+    /// `HERALD_WRITE_INTERVAL` (seconds): least time between two writes to one
+    /// connection. What is queued meanwhile goes out together in the next write; a
+    /// connection that has not written for this long writes at once. Default 0: write as
+    /// soon as the writer runs.
+    pub write_interval: Duration,
     /// `HERALD_LOG_FORMAT`: `plain` or `json`. Default `plain`. (`RUST_LOG` filters.)
     pub log_format: herald_shared::telemetry::LogFormat,
     /// How the node uses NATS (only read when `nats_url` is set).
@@ -73,6 +78,7 @@ impl std::fmt::Debug for NodeConfig {
             ping_interval,
             pong_timeout,
             expiry_grace,
+            write_interval,
             log_format,
             cluster,
             drain,
@@ -89,6 +95,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("ping_interval", ping_interval)
             .field("pong_timeout", pong_timeout)
             .field("expiry_grace", expiry_grace)
+            .field("write_interval", write_interval)
             .field("log_format", log_format)
             .field("cluster", cluster)
             .field("drain", drain)
@@ -247,6 +254,7 @@ impl NodeConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(8),
             expiry_grace: Duration::from_secs(5),
+            write_interval: Duration::ZERO,
             log_format: herald_shared::telemetry::LogFormat::Plain,
             cluster: ClusterOptions::default(),
             // Tests stop nodes all the time: no grace, no window.

@@ -4,7 +4,9 @@
 //! Everything queued since the last write goes out as one text frame (objects joined
 //! by `\n`), so a burst of publications costs one `write()`. Deadlines are checked
 //! here because this task is the one that wakes on time; the reader only reacts to
-//! what the client sends.
+//! what the client sends. With `HERALD_WRITE_INTERVAL` set, a connection that wrote
+//! less than that long ago waits out the rest of the interval first, so that a busy
+//! channel costs one `write()` per interval rather than one per publication.
 //!
 //! Every write is bounded by `ping_interval + pong_timeout`: a client that takes no
 //! bytes for that long (its TCP window stays shut) could not have answered a ping
@@ -102,8 +104,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let timer = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(timer);
 
+    // When the last write that carried messages went out (see `write_interval`).
+    let mut last_write: Option<Instant> = None;
+
     loop {
+        if let Some(at) = last_write.take() {
+            // Wrote recently: let more gather, so a busy connection costs one write()
+            // per interval instead of one per publication.
+            let ready = at + cfg.write_interval;
+            if Instant::now() < ready && !conn.out.is_closing() {
+                timer.as_mut().reset(ready);
+                (&mut timer).await;
+            }
+        }
         let batch = conn.out.take();
+        if !batch.items.is_empty() && !cfg.write_interval.is_zero() {
+            last_write = Some(Instant::now());
+        }
         for pong in &batch.pongs {
             if !ws.write_small(OpCode::Pong, &[pong]).await? {
                 return Ok(None);

@@ -98,6 +98,28 @@ async def test_connect_and_subscribe_in_the_first_frame(node, raw):
     assert "subscribe" in r2 and "error" not in r2, r2
 
 
+async def test_write_interval_gathers_what_is_queued_meanwhile_into_one_frame(
+    node_factory, raw, cent_api
+):
+    # One second between writes to a connection: publications sent one after another
+    # within it reach the client in one frame; without the setting each publish (a
+    # separate HTTP round trip) is written on its own.
+    node = node_factory(HERALD_WRITE_INTERVAL=1)
+    c = await raw(node)
+    await c.subscribe("gather")
+    api = cent_api(node)
+    await api.publish(PublishRequest(channel="gather", data={"n": 0}))
+    await c.next_pub("gather")
+    seen = len(c.frames)
+    for i in (1, 2, 3):
+        await api.publish(PublishRequest(channel="gather", data={"n": i}))
+    pubs = [await c.next_pub("gather") for _ in range(3)]
+    assert [p["data"] for p in pubs] == [{"n": 1}, {"n": 2}, {"n": 3}], pubs
+    frames = c.frames[seen:]
+    assert len(frames) == 1, f"expected the three publications in one frame: {frames}"
+    assert len(frames[0].splitlines()) == 3, frames
+
+
 # -- publications, offsets, epochs -----------------------------------------------------
 
 

@@ -70,6 +70,11 @@ const MAX_PING: Duration = Duration::from_secs(3600);
 const ENV_EXPIRY_GRACE: &str = "HERALD_EXPIRY_GRACE";
 const DEFAULT_EXPIRY_GRACE: Duration = Duration::from_secs(5);
 const MAX_EXPIRY_GRACE: Duration = Duration::from_secs(86_400);
+const ENV_WRITE_INTERVAL: &str = "HERALD_WRITE_INTERVAL";
+const DEFAULT_WRITE_INTERVAL: Duration = Duration::ZERO;
+/// Largest `HERALD_WRITE_INTERVAL`: beyond it the added delay is no longer a batching
+/// window but a stall.
+const MAX_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
 
 const ENV_TOKEN_HMAC_SECRET: &str = "HERALD_TOKEN_HMAC_SECRET";
@@ -126,6 +131,11 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
     );
     let pong_timeout = s.secs_in(ENV_PONG_TIMEOUT, DEFAULT_PONG_TIMEOUT, MIN_PING..=MAX_PING);
     let expiry_grace = s.secs_in(ENV_EXPIRY_GRACE, DEFAULT_EXPIRY_GRACE, ..=MAX_EXPIRY_GRACE);
+    let write_interval = s.secs_in(
+        ENV_WRITE_INTERVAL,
+        DEFAULT_WRITE_INTERVAL,
+        ..=MAX_WRITE_INTERVAL,
+    );
     let log_format = s.parse(ENV_LOG_FORMAT, LogFormat::default());
     let auth = auth(&mut s);
     let cluster = super::cluster::cluster(&mut s);
@@ -143,6 +153,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         ping_interval,
         pong_timeout,
         expiry_grace,
+        write_interval,
         log_format,
         cluster,
         drain,

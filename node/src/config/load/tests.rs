@@ -51,6 +51,7 @@ fn defaults() {
     assert_eq!(c.ping_interval, Duration::from_secs(25));
     assert_eq!(c.pong_timeout, Duration::from_secs(8));
     assert_eq!(c.expiry_grace, Duration::from_secs(5));
+    assert_eq!(c.write_interval, Duration::ZERO);
     assert_eq!(c.log_format, LogFormat::Plain);
 }
 
@@ -95,6 +96,7 @@ fn every_setting_overridden() {
         ("HERALD_PING_INTERVAL", "10"),
         ("HERALD_PONG_TIMEOUT", "20"),
         ("HERALD_EXPIRY_GRACE", "0"),
+        ("HERALD_WRITE_INTERVAL", "0.015"),
         ("HERALD_LOG_FORMAT", "json"),
         ("HERALD_TOKEN_HMAC_SECRET", SECRET),
         ("HERALD_TOKEN_ALGORITHM", "HS512"),
@@ -143,6 +145,7 @@ fn every_setting_overridden() {
         "may exceed the ping interval"
     );
     assert_eq!(c.expiry_grace, Duration::ZERO);
+    assert_eq!(c.write_interval, Duration::from_millis(15));
     assert_eq!(c.log_format, LogFormat::Json);
     let auth = c.auth.expect("auth configured");
     assert_eq!(auth.algorithm, Algorithm::HS512);
@@ -291,6 +294,7 @@ fn a_bad_value_per_kind_names_the_setting() {
         ("HERALD_PING_INTERVAL", "3601"),
         ("HERALD_PONG_TIMEOUT", "0.5"),
         ("HERALD_EXPIRY_GRACE", "-5"),
+        ("HERALD_WRITE_INTERVAL", "2"),
         ("HERALD_LOG_FORMAT", "xml"),
         ("HERALD_TOKEN_LEEWAY", "1.5"),
         ("RUST_LOG", "herald_node=loud"),
