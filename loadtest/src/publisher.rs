@@ -58,7 +58,10 @@ pub async fn run(job: PublishJob, stats: Arc<PublishStats>) -> anyhow::Result<()
             api,
             p,
             job.clone(),
-            job.rate / n as f64,
+            Pace {
+                rate: job.rate / n as f64,
+                phase: p as f64 / n as f64,
+            },
             start,
             stats.clone(),
         ));
@@ -67,7 +70,19 @@ pub async fn run(job: PublishJob, stats: Arc<PublishStats>) -> anyhow::Result<()
     Ok(())
 }
 
-/// One publisher: publication `k` is due at `start + k / rate`. When it falls more than
+/// When one publisher's publications are due.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// Publications per second of this publisher (0: as fast as it goes).
+    rate: f64,
+    /// Offset of its schedule, as a fraction of its period. Publisher `p` of `n` starts
+    /// `p / n` of a period late, so that together they publish evenly: with a common
+    /// schedule all of them fired at the same instant, and a "500/s" run was bursts of
+    /// 32 publications every 64 ms, whose latency measured the burst, not the rate.
+    phase: f64,
+}
+
+/// One publisher: publication `k` is due at `start + (k + phase) / rate`. When it falls more than
 /// a second behind (the server cannot keep up) it skips ahead instead of bursting, so
 /// the achieved rate shows the server's limit. A failed publication is retried with the
 /// same sequence number, so subscribers can tell a real loss from a refused request.
@@ -75,10 +90,11 @@ async fn one(
     mut api: Api,
     index: usize,
     job: PublishJob,
-    rate: f64,
+    pace: Pace,
     start: Instant,
     stats: Arc<PublishStats>,
 ) {
+    let Pace { rate, phase } = pace;
     let end = start + job.duration;
     let mut data = Vec::with_capacity(job.payload + 32);
     let mut k: u64 = 0;
@@ -89,10 +105,11 @@ async fn one(
             break;
         }
         if rate > 0.0 {
-            let mut due = start + Duration::from_secs_f64(k as f64 / rate);
+            let due_at = |k: u64| start + Duration::from_secs_f64((k as f64 + phase) / rate);
+            let mut due = due_at(k);
             if now > due + Duration::from_secs(1) {
-                k = (now.duration_since(start).as_secs_f64() * rate) as u64;
-                due = start + Duration::from_secs_f64(k as f64 / rate);
+                k = (now.duration_since(start).as_secs_f64() * rate - phase).max(0.0) as u64;
+                due = due_at(k);
             }
             if due >= end {
                 break;
