@@ -68,9 +68,16 @@ fn main() -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(config.listen);
-        print_banner(&config, addr);
         let shutdown = CancellationToken::new();
-        tokio::spawn(herald_shared::net::cancel_on_signal(shutdown.clone()));
+        match herald_shared::net::cancel_on_signal(shutdown.clone()) {
+            Ok(on_signal) => drop(tokio::spawn(on_signal)),
+            Err(e) => {
+                eprintln!("herald-router: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        // Only now: whoever waits for this line may send SIGTERM right after it.
+        print_banner(&config, addr);
         herald_router::run(listener, config, shutdown).await;
         ExitCode::SUCCESS
     })

@@ -50,21 +50,23 @@ pub async fn accept(
     }
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub async fn cancel_on_signal(shutdown: CancellationToken) {
+/// Installs SIGTERM and SIGINT handlers at once and returns the task that cancels
+/// `shutdown` on the first of them. Call it before announcing that the process listens:
+/// until the handlers are installed a SIGTERM takes its default action and kills the
+/// process without a drain.
+pub fn cancel_on_signal(
+    shutdown: CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    shutdown.cancel();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    })
 }
 
 #[cfg(test)]

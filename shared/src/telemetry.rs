@@ -84,7 +84,11 @@ pub fn init_tracing(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped. Reporting it would print to the
+        // same broken stderr, and that print panics: the SIGTERM handler's log line
+        // then killed the task that starts the drain, and the process never stopped.
+        .log_internal_errors(false);
     let installed = match format {
         LogFormat::Plain => builder
             .with_ansi(std::io::stderr().is_terminal())

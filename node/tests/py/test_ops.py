@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from cent import PublishRequest
 
+from failover import ROUTER_BIN
 from harness import STOP_TIMEOUT, T, http
 
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -108,6 +109,47 @@ async def test_metrics_pass_promtool_check(node, raw, cent_api):
         [promtool, "check", "metrics"], input=r.text, capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 0, f"promtool check metrics:\n{proc.stdout}{proc.stderr}\n---\n{r.text}"
+
+
+@pytest.mark.parametrize("program", ["node", "router"])
+def test_sigterm_stops_a_process_whose_log_reader_is_gone(node_bin, program):
+    # The process that read stdout and stderr (a log shipper, a pipe into `head`) went
+    # away: every log line now fails with EPIPE. SIGTERM must still drain and stop the
+    # process; the SIGTERM handler's own log line used to panic its task, so it never did.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env["RUST_LOG"] = "info"
+    if program == "node":
+        binary = node_bin
+        env.update(
+            HERALD_LISTEN="127.0.0.1:0",
+            HERALD_TOKEN_HMAC_SECRET="0123456789abcdef0123456789abcdef",
+            HERALD_API_KEY="an-api-key-of-thirty-two-chars--",
+            HERALD_DRAIN_GRACE="0",
+            HERALD_DRAIN_WINDOW="0",
+        )
+    else:
+        binary = ROUTER_BIN
+        env.update(
+            HERALD_ROUTER_LISTEN="127.0.0.1:0",
+            HERALD_ROUTER_NODES="127.0.0.1:9",
+            HERALD_ROUTER_SHUTDOWN_GRACE="0",
+        )
+    proc = subprocess.Popen(
+        [str(binary)], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert b"listening on" in line, line
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.terminate()
+        rc = proc.wait(timeout=STOP_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0, f"{binary.name} exited with {rc} after SIGTERM"
 
 
 async def test_sigterm_closes_every_client_with_3001_and_exits_0(node, raw):
