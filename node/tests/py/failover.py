@@ -199,11 +199,27 @@ class Cluster:
         self.workdir = workdir
         self.procs: list[Node] = []
         self.ports = [free_port() for _ in range(nodes)]
-        first = start_node(node_bin, workdir, "n0-0", None, self._env(0, nats_url, env, None, None))
+        self.nodes: list[Node] = []
+        try:
+            self._start_all(nats_url, nodes, env)
+        except BaseException:
+            # A process that failed to start (say, no router binary) must not leave the
+            # ones already started running after the test.
+            self.stop_all()
+            raise
+
+    def _start_all(self, nats_url: str, nodes: int, env: dict) -> None:
+        first = start_node(
+            self.node_bin, self.workdir, "n0-0", None, self._env(0, nats_url, env, None, None)
+        )
+        self.procs.append(first)
+        self.nodes.append(first)
         self.secret, self.api_key = first.secret, first.api_key
         self.base = dict(nats_url=nats_url, env=env)
-        self.nodes: list[Node] = [first] + [self._start(i) for i in range(1, nodes)]
-        self.procs += self.nodes
+        for i in range(1, nodes):
+            n = self._start(i)
+            self.procs.append(n)
+            self.nodes.append(n)
         self.router = Node(
             ROUTER_BIN,
             {
@@ -218,7 +234,7 @@ class Cluster:
                 "HERALD_TOKEN_HMAC_SECRET": self.secret,
                 "HERALD_API_KEY": self.api_key,
             },
-            workdir / "router.log",
+            self.workdir / "router.log",
             "router",
         )
         self.procs.append(self.router)
