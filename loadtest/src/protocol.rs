@@ -111,6 +111,49 @@ pub fn decode(line: &[u8]) -> Result<Incoming<'_>, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
+/// A publication push as Herald writes it for a server-API publication of ours
+/// (see [`fast_pub`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastPub<'a> {
+    /// The channel (never contains an escape: such a line is not taken).
+    pub channel: &'a str,
+    /// The stamp read from the payload.
+    pub stamp: Stamp,
+    /// Position in the channel's stream (0 when the push carries none).
+    pub offset: u64,
+}
+
+/// Reads `{"push":{"channel":"<c>","pub":{"data":<payload>,"offset":<n>}}}` (or the
+/// same without `"offset"`), where the payload is one [`encode_payload`] wrote, without
+/// a JSON parse; `None` for every other line, which the caller parses in full. At a
+/// million deliveries a second the generator's JSON parse took a third of its CPU, CPU
+/// it took from the node it measures on the same cores.
+pub fn fast_pub(line: &[u8]) -> Option<FastPub<'_>> {
+    let rest = line.strip_prefix(b"{\"push\":{\"channel\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    let (channel, rest) = rest.split_at(end);
+    let rest = rest.strip_prefix(b"\",\"pub\":{\"data\":")?;
+    let (stamp, rest) = stamp_and_rest(rest)?;
+    // The rest of the payload: `,"p":"xxx…"}`.
+    let rest = rest.strip_prefix(b",\"p\":\"")?;
+    let pad = rest.iter().position(|&b| b != b'x')?;
+    let rest = rest[pad..].strip_prefix(b"\"}")?;
+    let offset = if rest == b"}}}" {
+        0
+    } else {
+        let (offset, tail) = number(rest.strip_prefix(b",\"offset\":")?)?;
+        if tail != b"}}}" {
+            return None;
+        }
+        offset
+    };
+    Some(FastPub {
+        channel: std::str::from_utf8(channel).ok()?,
+        stamp,
+        offset,
+    })
+}
+
 /// Appends `{"id":N,"connect":{"token":"...","name":"herald-loadtest"}}`.
 pub fn encode_connect(out: &mut Vec<u8>, id: u32, token: &str) {
     let _ = write!(out, "{{\"id\":{id},\"connect\":{{\"token\":");
@@ -185,23 +228,29 @@ pub fn encode_payload(out: &mut Vec<u8>, stamp: Stamp, size: usize) {
 /// Reads the stamp of a payload written by [`encode_payload`]; `None` for payloads
 /// from anyone else. A fixed field order keeps this a few comparisons, no JSON parse.
 pub fn read_stamp(data: &[u8]) -> Option<Stamp> {
+    stamp_and_rest(data).map(|(stamp, _)| stamp)
+}
+
+/// The stamp at the start of a payload, and what follows it.
+fn stamp_and_rest(data: &[u8]) -> Option<(Stamp, &[u8])> {
     let rest = data.strip_prefix(b"{\"t\":")?;
     let (sent_micros, rest) = number(rest)?;
     let rest = rest.strip_prefix(b",\"g\":")?;
     let (publisher, rest) = number(rest)?;
     let rest = rest.strip_prefix(b",\"s\":")?;
-    let (seq, _) = number(rest)?;
-    Some(Stamp {
+    let (seq, rest) = number(rest)?;
+    let stamp = Stamp {
         sent_micros,
         publisher,
         seq,
-    })
+    };
+    Some((stamp, rest))
 }
 
 /// A decimal number at the start of `text`, and what follows it.
 fn number(text: &[u8]) -> Option<(u64, &[u8])> {
     let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 {
+    if digits == 0 || digits > 20 {
         return None;
     }
     let n = text[..digits].iter().try_fold(0u64, |acc, &b| {

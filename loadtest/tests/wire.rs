@@ -2,10 +2,16 @@
 
 use clap::Parser;
 use herald_loadtest::cli::{parse_duration, Cli, Scenario};
-use herald_loadtest::protocol::{decode, encode_connect, encode_publish, encode_subscribe};
+use herald_loadtest::protocol::{
+    decode, encode_connect, encode_payload, encode_publish, encode_subscribe, fast_pub, read_stamp,
+    Stamp,
+};
 use herald_loadtest::scenario_file;
 use herald_loadtest::shard::Layout;
 use herald_loadtest::ws::frame::{parse_header, write_frame, FrameError, MaskGen, OP_TEXT};
+use herald_shared::protocol::reply::{encode_pub_push, ClientInfo, Publication};
+use herald_shared::protocol::RawJson;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[test]
@@ -100,6 +106,64 @@ fn decodes_replies_pushes_and_pings() {
         decode(br#"{"push":{"disconnect":{"code":3001,"reason":"shutdown","reconnect":true}}}"#)
             .unwrap();
     assert_eq!(m.push.unwrap().disconnect.unwrap().code, 3001);
+}
+
+/// A publication push as the node encodes it.
+fn node_push(channel: &str, data: &str, offset: u64, info: Option<ClientInfo>) -> Vec<u8> {
+    let publication = Publication {
+        data: RawJson::parse(data).unwrap(),
+        info,
+        offset,
+        tags: BTreeMap::new(),
+    };
+    encode_pub_push(channel, &publication).to_vec()
+}
+
+#[test]
+fn the_fast_publication_path_reads_what_the_full_parse_reads_or_declines() {
+    let stamp = Stamp {
+        sent_micros: 1_790_000_000_123_456,
+        publisher: 7,
+        seq: 42,
+    };
+    for size in [0, 40, 64, 300, 1000] {
+        let mut payload = Vec::new();
+        encode_payload(&mut payload, stamp, size);
+        let payload = String::from_utf8(payload).unwrap();
+        for (channel, offset) in [("fanout-2deae5", 9), ("room:7", 0), ("a", u64::MAX)] {
+            let line = node_push(channel, &payload, offset, None);
+            let fast = fast_pub(&line)
+                .unwrap_or_else(|| panic!("declined {}", String::from_utf8_lossy(&line)));
+            let full = decode(&line).unwrap().push.unwrap();
+            let p = full.publication.unwrap();
+            assert_eq!(fast.channel, full.channel);
+            assert_eq!(fast.offset, p.offset);
+            assert_eq!(Some(fast.stamp), read_stamp(p.data.get().as_bytes()));
+        }
+    }
+
+    // Anything else goes to the full parse.
+    let mut payload = Vec::new();
+    encode_payload(&mut payload, stamp, 64);
+    let payload = String::from_utf8(payload).unwrap();
+    let info = ClientInfo {
+        user: "u".into(),
+        client: "c".into(),
+        ..Default::default()
+    };
+    let declined = [
+        node_push("c", &payload, 3, Some(info)),
+        node_push("c\"q", &payload, 3, None),
+        node_push("c", r#"{"t":1,"g":2,"s":3,"p":"x}y"}"#, 3, None),
+        node_push("c", r#"{"t":1,"g":2,"s":3,"p":"x","q":1}"#, 3, None),
+        node_push("c", r#"{"text":"hi"}"#, 3, None),
+        br#"{"id":2,"subscribe":{"epoch":"e"}}"#.to_vec(),
+        b"{}".to_vec(),
+    ];
+    for line in declined {
+        assert_eq!(fast_pub(&line), None, "{}", String::from_utf8_lossy(&line));
+        decode(&line).expect("still valid for the full parse");
+    }
 }
 
 #[test]
