@@ -71,12 +71,9 @@ fn main() -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(config.listen);
         let shutdown = CancellationToken::new();
-        match herald_shared::net::cancel_on_signal(shutdown.clone()) {
-            Ok(on_signal) => drop(tokio::spawn(on_signal)),
-            Err(e) => {
-                eprintln!("herald-node: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = herald_shared::net::cancel_on_signal(shutdown.clone()) {
+            eprintln!("herald-node: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
         }
         // Only now: whoever waits for this line may send SIGTERM right after it.
         print_banner(&config, addr);

@@ -50,23 +50,22 @@ pub async fn accept(
     }
 }
 
-/// Installs SIGTERM and SIGINT handlers at once and returns the task that cancels
-/// `shutdown` on the first of them. Call it before announcing that the process listens:
-/// until the handlers are installed a SIGTERM takes its default action and kills the
-/// process without a drain.
-pub fn cancel_on_signal(
-    shutdown: CancellationToken,
-) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+/// Installs SIGTERM and SIGINT handlers at once and spawns the task that cancels
+/// `shutdown` on the first of them (call from within the runtime). Call it before
+/// announcing that the process listens: until the handlers are installed a SIGTERM takes
+/// its default action and kills the process without a drain.
+pub fn cancel_on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
+    tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
         shutdown.cancel();
-    })
+    });
+    Ok(())
 }
 
 #[cfg(test)]
