@@ -4,7 +4,6 @@
 
 use crate::node::Node;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
@@ -15,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The response body type of every route.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub use herald_shared::http::{full, json, Body};
 
 /// Largest request head (request line and headers) read from a client, bytes; a
 /// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
@@ -27,22 +25,6 @@ pub use herald_shared::net::LISTEN_BACKLOG;
 
 /// Binds a listener with a backlog large enough for connect storms.
 pub use herald_shared::net::bind;
-
-/// A body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
 
 /// Accepts connections until `node.stop` fires.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {

@@ -8,11 +8,13 @@
 //! - [`auth`]: JWT verification for connection and subscription tokens, and minting.
 //! - [`config`]: reading settings from the environment or a TOML file; exit code 64 on a bad value.
 //! - [`telemetry`]: tracing (plain or JSON) and the Prometheus recorder.
+//! - [`http`]: response helpers of the node's and the router's HTTP routes.
 
 pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod healthcheck;
+pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod telemetry;

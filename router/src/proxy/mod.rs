@@ -6,29 +6,10 @@ pub mod http;
 pub mod upgrade;
 
 use crate::router::Router;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
-/// The response body type of every route.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
-
-/// A body from bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
+pub use herald_shared::http::{full, json, Body};
 
 /// 503 with `Retry-After`: no node can take the request now.
 pub fn unavailable(router: &Router, reason: &str) -> Response<Body> {
