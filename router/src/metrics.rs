@@ -7,7 +7,7 @@
 use crate::health::State;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::Once;
 use std::time::Duration;
 
 /// Open client connections, tunnels included (gauge).
@@ -39,33 +39,15 @@ const TUNNEL_BUCKETS: &[f64] = &[
 /// Installs the process-wide recorder once and returns a handle to render it.
 /// Idempotent, so tests can run several routers in one process.
 pub fn install_recorder() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = herald_shared::telemetry::prometheus_builder();
-            // A `Full` matcher sorts before the shared `Suffix("_seconds")` one, so it wins.
-            let builder = builder
-                .set_buckets_for_metric(Matcher::Full(TUNNEL_DURATION.into()), TUNNEL_BUCKETS)
-                .unwrap_or_else(|_| herald_shared::telemetry::prometheus_builder());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            if let Err(e) = metrics::set_global_recorder(recorder) {
-                tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
-            }
-            let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(herald_shared::telemetry::METRICS_UPKEEP_INTERVAL);
-                    upkeep.run_upkeep();
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
-            }
-            describe();
-            handle
-        })
-        .clone()
+    static DESCRIBED: Once = Once::new();
+    let handle = herald_shared::telemetry::install_metrics_recorder_with(|builder| {
+        // A `Full` matcher sorts before the shared `Suffix("_seconds")` one, so it wins.
+        builder
+            .set_buckets_for_metric(Matcher::Full(TUNNEL_DURATION.into()), TUNNEL_BUCKETS)
+            .unwrap_or_else(|_| herald_shared::telemetry::prometheus_builder())
+    });
+    DESCRIBED.call_once(describe);
+    handle
 }
 
 /// Sets `addr`'s one-hot state gauges; `None` (forgotten) zeroes them all.

@@ -124,10 +124,19 @@ pub fn prometheus_builder() -> PrometheusBuilder {
 /// recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`]. If some other recorder was
 /// installed first, this one still renders, but empty (a warning is logged).
 pub fn install_metrics_recorder() -> PrometheusHandle {
+    install_metrics_recorder_with(|builder| builder)
+}
+
+/// [`install_metrics_recorder`], with `configure` applied to [`prometheus_builder`]
+/// first (say, buckets for one metric). Only the call that installs the recorder runs
+/// `configure`; later calls return the same handle.
+pub fn install_metrics_recorder_with(
+    configure: impl FnOnce(PrometheusBuilder) -> PrometheusBuilder,
+) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = prometheus_builder().build_recorder();
+            let recorder = configure(prometheus_builder()).build_recorder();
             let handle = recorder.handle();
             if let Err(e) = metrics::set_global_recorder(recorder) {
                 tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
