@@ -9,7 +9,7 @@ use super::{
     DiscoveryConfig, HealthConfig, Limits, NatsDiscovery, ProxyConfig, RouterConfig, StickyConfig,
 };
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings};
-use herald_shared::telemetry::{check_log_filter, LogFormat};
+use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;
 use std::net::SocketAddr;
 use std::ops::Bound;
@@ -20,8 +20,6 @@ use std::time::Duration;
 const PREFIX: &str = "HERALD_ROUTER_";
 /// Path of the optional TOML file.
 const ENV_CONFIG: &str = "HERALD_ROUTER_CONFIG";
-/// Log filter, read by `tracing`; checked here so a typo is reported, not ignored.
-const ENV_RUST_LOG: &str = "RUST_LOG";
 
 const ENV_LISTEN: &str = "HERALD_ROUTER_LISTEN";
 const DEFAULT_LISTEN: SocketAddr =
@@ -70,12 +68,8 @@ const POSITIVE: (Bound<Duration>, Bound<Duration>) =
 /// Reads the router's configuration from `lookup` (and the file it names in
 /// `HERALD_ROUTER_CONFIG`). On failure returns every problem found, each naming its setting.
 pub fn load(lookup: &dyn Lookup) -> Result<RouterConfig, Vec<ConfigError>> {
+    // Also checks RUST_LOG.
     let mut s = Settings::load(lookup, PREFIX, ENV_CONFIG);
-    if let Some(filter) = s.value(ENV_RUST_LOG) {
-        if let Err(reason) = check_log_filter(&filter.text) {
-            s.report(filter.error(reason));
-        }
-    }
     let listen = s.convert(ENV_LISTEN, DEFAULT_LISTEN, |t| {
         t.parse()
             .map_err(|_| "expected address:port, such as 0.0.0.0:8080 or [::]:8080".into())

@@ -37,6 +37,9 @@ pub struct Settings<'a> {
     errors: Vec<ConfigError>,
 }
 
+/// The log filter `tracing` reads (not prefixed); see [`Settings::load`].
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
+
 impl<'a> Settings<'a> {
     /// Settings from `lookup` only. `prefix` (`HERALD_`) maps environment names to file keys.
     pub fn new(lookup: &'a dyn Lookup, prefix: &str) -> Self {
@@ -52,7 +55,8 @@ impl<'a> Settings<'a> {
 
     /// Settings from `lookup` and the TOML file it names in `file_setting` (e.g.
     /// `HERALD_CONFIG`), if set. A missing, unreadable or invalid file is an error naming
-    /// `file_setting`.
+    /// `file_setting`. `RUST_LOG`, which `tracing` reads, is checked here too, so that a
+    /// typo in it is reported instead of logging with another filter.
     pub fn load(lookup: &'a dyn Lookup, prefix: &str, file_setting: &str) -> Self {
         let mut settings = Settings::new(lookup, prefix);
         let path = lookup.get(file_setting).map(|p| p.trim().to_owned());
@@ -62,6 +66,11 @@ impl<'a> Settings<'a> {
                 Err(reason) => settings
                     .errors
                     .push(ConfigError::new(file_setting, path, reason)),
+            }
+        }
+        if let Some(filter) = settings.value(ENV_RUST_LOG) {
+            if let Err(reason) = crate::telemetry::check_log_filter(&filter.text) {
+                settings.report(filter.error(reason));
             }
         }
         settings

@@ -7,7 +7,7 @@
 use super::{Limits, NamespaceOptions, Namespaces, NodeConfig};
 use herald_shared::auth::{Algorithm, AuthConfig, Verifier, VerifyKey, MAX_LEEWAY_SECS};
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings, Value};
-use herald_shared::telemetry::{check_log_filter, LogFormat};
+use herald_shared::telemetry::LogFormat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Bound;
@@ -17,8 +17,6 @@ use std::time::Duration;
 const PREFIX: &str = "HERALD_";
 /// Path of the optional TOML file.
 const ENV_CONFIG: &str = "HERALD_CONFIG";
-/// Log filter, read by `tracing`; checked here so a typo is reported, not ignored.
-const ENV_RUST_LOG: &str = "RUST_LOG";
 
 const ENV_LISTEN: &str = "HERALD_LISTEN";
 const DEFAULT_LISTEN: SocketAddr =
@@ -107,12 +105,8 @@ const ALGORITHMS: &[(&str, Algorithm)] = &[
 /// Reads the node's configuration from `lookup` (and the file it names in
 /// `HERALD_CONFIG`). On failure returns every problem found, each naming its setting.
 pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
+    // Also checks RUST_LOG.
     let mut s = Settings::load(lookup, PREFIX, ENV_CONFIG);
-    if let Some(filter) = s.value(ENV_RUST_LOG) {
-        if let Err(reason) = check_log_filter(&filter.text) {
-            s.report(filter.error(reason));
-        }
-    }
     let listen = s.convert(ENV_LISTEN, DEFAULT_LISTEN, |t| {
         t.parse()
             .map_err(|_| "expected address:port, such as 0.0.0.0:8000 or [::]:8000".into())
