@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,10 +27,32 @@ START_TIMEOUT = 20.0
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick for port 0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on right now, below the kernel's ephemeral range.
+
+    The kernel's pick for port 0 comes from the same range it draws the source ports of
+    outgoing connections from. A port picked that way and bound later, or bound again when
+    a killed process restarts on it, can meanwhile be taken by any client's connect (a
+    router probe, a reconnecting SDK); nothing is ever given a port below the range unless
+    it asks for it by number.
+    """
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 class NatsServer:
@@ -63,8 +86,8 @@ class NatsServer:
                 self.start()
                 return
             except RuntimeError:
-                # A free port picked by binding port 0 can be taken by another process
-                # before nats-server binds it; a lone server simply tries other ports.
+                # A port found free can be taken by another process before nats-server
+                # binds it; a lone server simply tries other ports.
                 if self._clustered or attempt == 9:
                     raise
                 self.port = free_port()
