@@ -107,7 +107,9 @@ impl LocalCluster {
         cluster.node_env = env;
         for i in 0..n {
             let id = format!("lt-node-{i}");
-            let (proc, addr) = cluster.spawn_node(&id, "127.0.0.1:0".parse()?).await?;
+            // Not port 0: the port must still be free when the node restarts on it.
+            let listen = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let (proc, addr) = cluster.spawn_node(&id, listen).await?;
             cluster.nodes.push(LocalNode {
                 id,
                 addr,

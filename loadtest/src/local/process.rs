@@ -145,11 +145,38 @@ async fn wait_for_marker<R: AsyncRead + Unpin + Send + 'static>(
     Ok(word)
 }
 
-/// A free TCP port on 127.0.0.1, for programs that cannot be told to pick one.
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for programs that
+/// cannot be told to pick one and for nodes restarted on their old port.
+///
+/// The kernel's pick for port 0 comes from the range it draws outgoing connections'
+/// source ports from: while a node restarts, any connect meanwhile (the router's to the
+/// other nodes, as clients come back) can take its port. Below the range, a port goes
+/// only to whoever asks for it by number. The search starts at a random port, so that
+/// concurrent runs do not all try the same one first.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::hash::{BuildHasher, Hasher};
+    let low = ephemeral_low();
+    let floor = low.saturating_sub(12_000).max(1024);
+    let span = low.saturating_sub(floor).max(1);
+    let start = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % u64::from(span);
+    for i in 0..span {
+        let port = floor + ((start + u64::from(i)) % u64::from(span)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 between {floor} and {low}")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// Finds an executable: `explicit`, else `name` next to this binary, else in `dirs`.

@@ -35,7 +35,7 @@ def free_port() -> int:
     router probe, a reconnecting SDK); nothing is ever given a port below the range unless
     it asks for it by number.
     """
-    low = _ephemeral_low()
+    low = _EPHEMERAL_LOW
     for _ in range(1000):
         port = random.randrange(max(1024, low - 12000), low)
         with socket.socket() as s:
@@ -53,6 +53,9 @@ def _ephemeral_low() -> int:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768  # Linux's default
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
 
 
 class NatsServer:
