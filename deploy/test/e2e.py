@@ -1,8 +1,11 @@
-"""End-to-end check of the compose cluster (deploy/compose/docker-compose.yml), run by
-deploy/test/e2e.sh once the containers are up: clients through both routers, steady
-publications, `docker kill` of the node holding some of them, recovery with nothing
-lost; Prometheus scrapes every node and router, loads the alert rules, and every
-dashboard query evaluates.
+"""End-to-end check of the compose cluster (deploy/compose/docker-compose.yml) once it
+is up: clients through both routers, steady publications, SIGKILL of the node holding
+some of them, recovery with nothing lost; Prometheus scrapes every node and router,
+loads the alert rules, and every dashboard query evaluates.
+
+Run by deploy/test/e2e.sh on a Docker engine (the kill is `docker kill`), and by
+deploy/test/netns.py, which runs the same services as processes on network namespaces
+(the kill is a SIGKILL of the node's process): both call `run`.
 
 Usage: e2e.py PROJECT ROUTER1_PORT ROUTER2_PORT PROMETHEUS_PORT
 """
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import jwt
@@ -54,8 +58,9 @@ async def wait_for(check, timeout: float, what: str):
     raise SystemExit(f"FAIL: {what} within {timeout}s; last: {last!r}")
 
 
-async def main(project: str, r1: int, r2: int, prom: int) -> None:
-    routers = [f"http://127.0.0.1:{r1}", f"http://127.0.0.1:{r2}"]
+async def run(routers: list[str], prometheus: str, kill: Callable[[str], None]) -> None:
+    """The whole check against `routers` (base URLs of the two routers) and `prometheus`
+    (its base URL); `kill(service)` kills that node's container or process at once."""
 
     async def all_up():
         for r in routers:
@@ -88,10 +93,8 @@ async def main(project: str, r1: int, r2: int, prom: int) -> None:
 
     victims = [s for s in subs if s.nodes[-1] == victim]
     before = {s.name: len(s.reconnect_s) for s in victims}
-    cid = subprocess.run(["docker-compose", "-p", project, "-f", str(ROOT / "deploy/compose/docker-compose.yml"),
-                          "ps", "-q", victim], check=True, capture_output=True, text=True).stdout.strip()
-    subprocess.run(["docker", "kill", cid], check=True, capture_output=True)
-    print(f"docker kill {victim} ({len(victims)} clients)")
+    kill(victim)
+    print(f"killed {victim} ({len(victims)} clients)")
 
     async def moved():
         return all(len(s.reconnect_s) > before[s.name] for s in victims)
@@ -127,7 +130,7 @@ async def main(project: str, r1: int, r2: int, prom: int) -> None:
     assert all(s.nodes[-1] != victim for s in victims)
 
     # Prometheus: every live node and router scraped, rules loaded, dashboard queries valid.
-    base = f"http://127.0.0.1:{prom}/api/v1"
+    base = f"{prometheus}/api/v1"
 
     async def scraped():
         _, body = await get_json(f"{base}/query?query=up")
@@ -155,6 +158,15 @@ async def main(project: str, r1: int, r2: int, prom: int) -> None:
     print("PASS")
 
 
+def docker_kill(project: str) -> Callable[[str], None]:
+    def kill(service: str) -> None:
+        cid = subprocess.run(["docker-compose", "-p", project, "-f", str(ROOT / "deploy/compose/docker-compose.yml"),
+                              "ps", "-q", service], check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["docker", "kill", cid], check=True, capture_output=True)
+    return kill
+
+
 if __name__ == "__main__":
     project, r1, r2, prom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    asyncio.run(main(project, r1, r2, prom))
+    asyncio.run(run([f"http://127.0.0.1:{r1}", f"http://127.0.0.1:{r2}"], f"http://127.0.0.1:{prom}",
+                    docker_kill(project)))
