@@ -58,7 +58,16 @@ async def _activity(node, raw, cent_api):
 
 async def test_metrics_exposes_herald_node_families(node, raw, cent_api):
     await _activity(node, raw, cent_api)
-    r = await http("GET", f"{node.http_url}/metrics")
+    # A session counts its disconnect once it has finished closing, which may be just
+    # after the client has seen the close frame: scrape until both closes are counted
+    # (bounded), then check everything on that scrape.
+    deadline = asyncio.get_running_loop().time() + T
+    while True:
+        r = await http("GET", f"{node.http_url}/metrics")
+        counted = all(f'herald_node_disconnects_total{{code="{c}"}}' in r.text for c in (3500, 3501))
+        if counted or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert r.status == 200, (r.status, r.text[:500])
     assert r.headers.get("Content-Type", "").startswith("text/plain"), r.headers
     samples = _samples(r.text)
