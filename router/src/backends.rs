@@ -81,11 +81,6 @@ impl Backends {
         })
     }
 
-    /// The health settings.
-    pub fn health_config(&self) -> &HealthConfig {
-        &self.health
-    }
-
     /// The current ring: a snapshot, valid for as long as the caller holds it.
     pub fn ring(&self) -> Arc<Ring> {
         self.ring.load_full()
@@ -183,7 +178,7 @@ impl Backends {
         {
             let after = m.health.state;
             tracing::info!(node = %addr, from = before.as_str(), to = after.as_str(), "node health changed");
-            metrics::node_state(addr, Some(after));
+            gauge_state(addr, Some(after));
             self.rebuild(&members);
         }
     }
@@ -204,9 +199,14 @@ impl Backends {
         let node = Arc::new(RingNode::new(addr));
         let stop = self.stop.child_token();
         tracing::info!(node = %addr, ?source, "node discovered");
-        metrics::node_state(addr, Some(State::Down));
-        self.tracker
-            .spawn(health::watch(self.clone(), node.clone(), stop.clone()));
+        gauge_state(addr, Some(State::Down));
+        let backends = self.clone();
+        self.tracker.spawn(health::watch(
+            node.clone(),
+            self.health.clone(),
+            stop.clone(),
+            move |addr, outcome| backends.observe(addr, outcome),
+        ));
         members.insert(
             addr.to_owned(),
             Member {
@@ -227,7 +227,7 @@ impl Backends {
             if !keep {
                 tracing::info!(node = %addr, "node forgotten");
                 m.stop.cancel();
-                metrics::node_state(addr, None);
+                gauge_state(addr, None);
             }
             keep
         });
@@ -259,6 +259,11 @@ impl Backends {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Member>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Sets `addr`'s state gauges; `None` (forgotten) zeroes them.
+fn gauge_state(addr: &str, state: Option<State>) {
+    metrics::node_state(addr, &State::NAMES, state.map(State::as_str));
 }
 
 #[cfg(test)]
