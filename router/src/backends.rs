@@ -12,8 +12,9 @@ use crate::health::{self, Health, Outcome, State};
 use crate::metrics;
 use crate::ring::{Ring, RingNode};
 use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -254,10 +255,10 @@ impl Backends {
         }
     }
 
-    /// The members; a poisoned lock (a panic elsewhere) still holds consistent data,
-    /// since every change is finished before the guard drops.
+    /// The members. parking_lot's lock does not poison: a panic elsewhere still leaves
+    /// consistent data, since every change is finished before the guard drops.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Member>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+        self.members.lock()
     }
 }
 

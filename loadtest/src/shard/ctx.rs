@@ -8,9 +8,10 @@ use crate::stats::AtomicCounters;
 use crate::ws::Target;
 use hdrhistogram::Histogram;
 use herald_shared::auth::{mint, Algorithm, MintClaims, SignKey};
+use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
 /// Latency histogram slots per shard (see [`Sharded`]).

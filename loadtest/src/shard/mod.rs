@@ -18,7 +18,7 @@ pub use spec::{
 };
 
 use crate::client::Client;
-use crate::stats::hist::{lock, WireHist};
+use crate::stats::hist::WireHist;
 use crate::ws::Target;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
@@ -89,8 +89,8 @@ pub async fn run(
     let msg = ShardMsg::Final {
         counters: ctx.counters.snapshot(),
         latency: WireHist::from_hist(&ctx.latency.total()),
-        connect: WireHist::from_hist(&lock(&ctx.connect_hist)),
-        reconnect: WireHist::from_hist(&lock(&ctx.reconnect_hist)),
+        connect: WireHist::from_hist(&ctx.connect_hist.lock()),
+        reconnect: WireHist::from_hist(&ctx.reconnect_hist.lock()),
     };
     let _ = tx.send(msg).await;
 }
