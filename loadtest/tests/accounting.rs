@@ -1,5 +1,9 @@
 //! HDR histograms, stream integrity (gaps, losses, duplicates, recovery), payload stamps.
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 use herald_loadtest::protocol::{encode_payload, read_stamp, Stamp};
 use herald_loadtest::stats::hist::{new_hist, record, Sharded, Summary, WireHist};
 use herald_loadtest::stats::stream::{Delta, StreamTracker};

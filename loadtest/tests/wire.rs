@@ -1,5 +1,9 @@
 //! WebSocket framing, client commands, the command line and scenario files.
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 use clap::Parser;
 use herald_loadtest::cli::{parse_duration, Cli, Scenario};
 use herald_loadtest::protocol::{

@@ -12,8 +12,9 @@ use crate::health::{self, Health, Outcome, State};
 use crate::metrics;
 use crate::ring::{Ring, RingNode};
 use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,11 +80,6 @@ impl Backends {
             stop,
             tracker,
         })
-    }
-
-    /// The health settings.
-    pub fn health_config(&self) -> &HealthConfig {
-        &self.health
     }
 
     /// The current ring: a snapshot, valid for as long as the caller holds it.
@@ -183,7 +179,7 @@ impl Backends {
         {
             let after = m.health.state;
             tracing::info!(node = %addr, from = before.as_str(), to = after.as_str(), "node health changed");
-            metrics::node_state(addr, Some(after));
+            gauge_state(addr, Some(after));
             self.rebuild(&members);
         }
     }
@@ -204,9 +200,14 @@ impl Backends {
         let node = Arc::new(RingNode::new(addr));
         let stop = self.stop.child_token();
         tracing::info!(node = %addr, ?source, "node discovered");
-        metrics::node_state(addr, Some(State::Down));
-        self.tracker
-            .spawn(health::watch(self.clone(), node.clone(), stop.clone()));
+        gauge_state(addr, Some(State::Down));
+        let backends = self.clone();
+        self.tracker.spawn(health::watch(
+            node.clone(),
+            self.health.clone(),
+            stop.clone(),
+            move |addr, outcome| backends.observe(addr, outcome),
+        ));
         members.insert(
             addr.to_owned(),
             Member {
@@ -227,7 +228,7 @@ impl Backends {
             if !keep {
                 tracing::info!(node = %addr, "node forgotten");
                 m.stop.cancel();
-                metrics::node_state(addr, None);
+                gauge_state(addr, None);
             }
             keep
         });
@@ -254,11 +255,16 @@ impl Backends {
         }
     }
 
-    /// The members; a poisoned lock (a panic elsewhere) still holds consistent data,
-    /// since every change is finished before the guard drops.
+    /// The members. parking_lot's lock does not poison: a panic elsewhere still leaves
+    /// consistent data, since every change is finished before the guard drops.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Member>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+        self.members.lock()
     }
+}
+
+/// Sets `addr`'s state gauges; `None` (forgotten) zeroes them.
+fn gauge_state(addr: &str, state: Option<State>) {
+    metrics::node_state(addr, &State::NAMES, state.map(State::as_str));
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! Node health: the rise/fall state machine, the active `GET /readyz` probe, and the
 //! loop that probes one node.
 //!
+//! This module knows nothing of [`Backends`](crate::backends::Backends): the loop hands
+//! each outcome to a callback, and the backends (which own the nodes and the ring) fold
+//! it in. So health sits below backends and can be tested without one.
+//!
 //! Active probes and passive failures (a refused connection, a failed upgrade) feed the
 //! same counters. A node that says it is draining leaves the ring at once, whatever the
 //! thresholds: it has told us it will refuse new connections, and waiting `fall` probes
 //! would send clients to certain refusals.
 
-use crate::backends::Backends;
 use crate::config::HealthConfig;
 use crate::ring::RingNode;
 use crate::upstream;
@@ -34,8 +37,15 @@ impl State {
     /// Every state, for one-hot gauges.
     pub const ALL: [State; 3] = [State::Up, State::Down, State::Draining];
 
+    /// The names of [`State::ALL`], in that order.
+    pub const NAMES: [&'static str; 3] = [
+        State::ALL[0].as_str(),
+        State::ALL[1].as_str(),
+        State::ALL[2].as_str(),
+    ];
+
     /// The name in metrics and `/readyz`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             State::Up => "up",
             State::Down => "down",
@@ -155,9 +165,14 @@ pub async fn probe(addr: &str, config: &HealthConfig) -> Outcome {
     }
 }
 
-/// Probes `node` every `interval` until `stop` fires, reporting each outcome.
-pub async fn watch(backends: Arc<Backends>, node: Arc<RingNode>, stop: CancellationToken) {
-    let config = backends.health_config().clone();
+/// Probes `node` every `config.interval` until `stop` fires, handing each outcome to
+/// `report`.
+pub async fn watch(
+    node: Arc<RingNode>,
+    config: HealthConfig,
+    stop: CancellationToken,
+    report: impl Fn(&str, Outcome),
+) {
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -170,7 +185,7 @@ pub async fn watch(backends: Arc<Backends>, node: Arc<RingNode>, stop: Cancellat
             o = probe(&node.addr, &config) => o,
         };
         tracing::trace!(node = %node.addr, ?outcome, "health probe");
-        backends.observe(&node.addr, outcome);
+        report(&node.addr, outcome);
     }
 }
 

@@ -18,6 +18,9 @@
 //! - [`upstream`]: connections to nodes; [`error`]: what can fail and whose fault it is.
 //! - [`router`]: shared state and connection slots; [`metrics`]: metric names.
 
+// The unit-test build also links the dev-dependencies of `tests/` (tokio-tungstenite).
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
 pub mod backends;
 pub mod config;
 pub mod discovery;

@@ -1,6 +1,10 @@
 //! `herald-router`: wires configuration, tracing, the listener and signals, then hands
 //! over to the library.
 
+// Cargo links the binary with every dependency of the package, and it only wires the
+// library: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 use herald_shared::config::{exit_with, EnvLookup};
 use std::io::Write as _;
 use std::process::ExitCode;

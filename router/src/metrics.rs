@@ -1,10 +1,12 @@
 //! Metric names, the recorder, and small helpers.
 //!
+//! The bottom layer: it knows names and labels, not the router's types, so every other
+//! module may record through it.
+//!
 //! Every name starts with `herald_router_`. Per-node series carry a `node` label (its
 //! `host:port`). The recorder is the shared one's settings plus long buckets for tunnel
 //! durations, which last minutes to hours, not the milliseconds of request latencies.
 
-use crate::health::State;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusHandle};
 use std::sync::Once;
@@ -50,11 +52,12 @@ pub fn install_recorder() -> PrometheusHandle {
     handle
 }
 
-/// Sets `addr`'s one-hot state gauges; `None` (forgotten) zeroes them all.
-pub fn node_state(addr: &str, state: Option<State>) {
-    for s in State::ALL {
-        let v = if Some(s) == state { 1.0 } else { 0.0 };
-        gauge!(NODE_STATE, "node" => addr.to_owned(), "state" => s.as_str()).set(v);
+/// Sets `addr`'s one-hot [`NODE_STATE`] gauges: 1 for the state named `current`, 0 for
+/// the other `states`; `None` (forgotten) zeroes them all.
+pub fn node_state(addr: &str, states: &[&'static str], current: Option<&'static str>) {
+    for &s in states {
+        let v = if Some(s) == current { 1.0 } else { 0.0 };
+        gauge!(NODE_STATE, "node" => addr.to_owned(), "state" => s).set(v);
     }
 }
 

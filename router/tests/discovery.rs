@@ -1,6 +1,10 @@
 //! Each discovery mode with real nodes: DNS names resolved to `ip:port`, and nodes
 //! announced over a real `nats-server`. (The static list is what every other test uses.)
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 mod common;
 
 use common::*;

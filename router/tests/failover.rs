@@ -2,6 +2,10 @@
 //! answering, nothing healthy at all. Draining is shown with a tiny fake node (a real
 //! node closes its sessions on SIGTERM, so it cannot show tunnels surviving a drain).
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 mod common;
 
 use bytes::Bytes;

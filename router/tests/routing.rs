@@ -1,5 +1,9 @@
 //! Stickiness and plain HTTP through routers in front of real `herald-node` processes.
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 mod common;
 
 use common::*;

@@ -47,9 +47,13 @@ pub enum CodecError {
 /// Who did something, on the wire (JSON kept as text).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct WireClientInfo {
+    /// User id (empty for anonymous).
     pub user: String,
+    /// Connection id.
     pub client: String,
+    /// The connection token's `info` claim, JSON text.
     pub conn_info: Option<String>,
+    /// The subscription token's `info` claim, JSON text.
     pub chan_info: Option<String>,
 }
 
@@ -58,7 +62,9 @@ pub struct WireClientInfo {
 pub struct WirePublication {
     /// The payload, JSON text.
     pub data: String,
+    /// The publisher, when a client published.
     pub info: Option<WireClientInfo>,
+    /// Free-form string tags set by the publisher.
     pub tags: BTreeMap<String, String>,
 }
 
@@ -67,26 +73,40 @@ pub struct WirePublication {
 pub enum Control {
     /// Close the user's connections (or one client's) with a code.
     Disconnect {
+        /// The user whose connections close.
         user: String,
+        /// Only this connection of the user (`None`: all of them).
         client: Option<String>,
+        /// Connection ids left open.
         whitelist: Vec<String>,
+        /// The disconnect code sent to the clients.
         code: u16,
         /// Custom reason text; empty: the code's own.
         reason: String,
     },
     /// Subscribe the user's connections to a channel.
     Subscribe {
+        /// The user whose connections subscribe.
         user: String,
+        /// The channel, `namespace:name`.
         channel: String,
+        /// Only this connection of the user (`None`: all of them).
         client: Option<String>,
+        /// Channel info attached to the subscription (like a subscription token's `info`),
+        /// JSON text.
         info: Option<String>,
+        /// Recover from this offset: the position the user last saw.
         recover_offset: Option<u64>,
+        /// The epoch `recover_offset` belongs to.
         recover_epoch: Option<String>,
     },
     /// Unsubscribe the user's connections from a channel.
     Unsubscribe {
+        /// The user whose connections unsubscribe.
         user: String,
+        /// The channel, `namespace:name`.
         channel: String,
+        /// Only this connection of the user (`None`: all of them).
         client: Option<String>,
     },
 }
@@ -94,12 +114,19 @@ pub enum Control {
 /// A node's heartbeat: alive, and what it serves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NodeStatus {
+    /// The node's id (`HERALD_NODE_ID`).
     pub id: String,
+    /// The node's version.
     pub version: String,
+    /// Connections it serves.
     pub num_clients: u64,
+    /// Distinct users among them.
     pub num_users: u64,
+    /// Channels with at least one local subscriber.
     pub num_channels: u64,
+    /// Subscriptions over all its connections.
     pub num_subs: u64,
+    /// Seconds since the node started.
     pub uptime: u64,
     /// Draining nodes take no new connections.
     pub draining: bool,
@@ -119,17 +146,24 @@ pub enum Envelope {
     /// Periodic liveness and numbers.
     Heartbeat(NodeStatus),
     /// Question to every node: your local members of `channel`.
-    PresenceQuery { channel: String },
+    PresenceQuery {
+        /// The channel asked about.
+        channel: String,
+    },
     /// Answer: connection id → who, from node `node`.
     PresenceReply {
+        /// The answering node's id.
         node: String,
+        /// Its local members: connection id and who.
         members: Vec<(String, WireClientInfo)>,
     },
     /// Question to every node: your channels and local subscriber counts.
     ChannelsQuery,
     /// Answer to [`Envelope::ChannelsQuery`].
     ChannelsReply {
+        /// The answering node's id.
         node: String,
+        /// Its channels and the local subscriber count of each.
         channels: Vec<(String, u64)>,
     },
     /// Someone left because their node is draining: they will likely rejoin on another

@@ -23,6 +23,10 @@
 //! `HERALD_FUZZ_SEED=<n>` changes the seed (printed when an input fails, so a run can be
 //! repeated exactly).
 
+// Cargo links each test crate with every dependency of the package, and a test uses a
+// few: an unused one shows on the library target, where it means something.
+#![allow(unused_crate_dependencies)]
+
 use herald_shared::codec::{
     self, decode, decode_publication, encode, encode_publication, Control, Envelope, NodeStatus,
     WireClientInfo, WirePublication,

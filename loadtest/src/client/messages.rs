@@ -3,7 +3,7 @@
 
 use super::{Batch, Client, Phase, CONNECT_ID, FIRST_PUBLISH_ID};
 use crate::protocol::{self, Incoming};
-use crate::stats::hist::{lock, record};
+use crate::stats::hist::record;
 use crate::stats::AtomicCounters;
 use crate::ws::{Event, WsConn};
 use std::sync::atomic::Ordering;
@@ -129,7 +129,7 @@ impl Client {
                 AtomicCounters::add(&self.ctx.counters.conn_ok, 1);
                 if self.outage_since.is_none() && !self.settled {
                     let micros = started.elapsed().as_micros() as u64;
-                    record(&mut lock(&self.ctx.connect_hist), micros);
+                    record(&mut self.ctx.connect_hist.lock(), micros);
                 }
                 self.queue_subscribes(phase);
             }
@@ -208,7 +208,7 @@ impl Client {
         if let Some(since) = self.outage_since.take() {
             AtomicCounters::add(&self.ctx.counters.reconnects, 1);
             record(
-                &mut lock(&self.ctx.reconnect_hist),
+                &mut self.ctx.reconnect_hist.lock(),
                 since.elapsed().as_micros() as u64,
             );
         }

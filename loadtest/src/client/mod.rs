@@ -12,7 +12,7 @@
 mod messages;
 
 use crate::protocol;
-use crate::shard::ShardCtx;
+use crate::shard::ctx::ShardCtx;
 use crate::stats::stream::{Delta, StreamTracker};
 use crate::stats::AtomicCounters;
 use crate::ws::WsConn;

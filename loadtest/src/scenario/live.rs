@@ -205,6 +205,8 @@ pub struct Monitors {
 }
 
 impl Monitors {
+    /// Samples the server's processes (skipped while a drain holds the cluster) and the
+    /// generator's.
     pub async fn sample(&mut self, cluster: Option<&Arc<Mutex<LocalCluster>>>) {
         if let (Some(m), Some(c)) = (&mut self.server, cluster) {
             // A drain in progress holds the lock for seconds: skip this sample then.

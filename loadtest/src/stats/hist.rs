@@ -2,8 +2,8 @@
 //! workers, and percentile summaries for the report.
 
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 
 /// Largest value recorded, in microseconds (one hour); larger values are clamped.
 pub const MAX_MICROS: u64 = 3_600_000_000;
@@ -116,7 +116,7 @@ impl Sharded {
         if values.is_empty() {
             return;
         }
-        let mut slot = lock(&self.slots[client % self.slots.len()]);
+        let mut slot = self.slots[client % self.slots.len()].lock();
         for &v in values {
             record(&mut slot.total, v);
             record(&mut slot.interval, v);
@@ -127,7 +127,7 @@ impl Sharded {
     pub fn take_interval(&self) -> Histogram<u64> {
         let mut out = new_hist();
         for slot in self.slots.iter() {
-            let mut slot = lock(slot);
+            let mut slot = slot.lock();
             let _ = out.add(&slot.interval);
             slot.interval.reset();
         }
@@ -138,13 +138,8 @@ impl Sharded {
     pub fn total(&self) -> Histogram<u64> {
         let mut out = new_hist();
         for slot in self.slots.iter() {
-            let _ = out.add(&lock(slot).total);
+            let _ = out.add(&slot.lock().total);
         }
         out
     }
-}
-
-/// Locks, ignoring poisoning: a histogram stays usable after a panicking recorder.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -32,6 +32,9 @@ const ENV_DNS_INTERVAL: &str = "HERALD_ROUTER_DNS_INTERVAL";
 const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(5);
 const ENV_NATS_URL: &str = "HERALD_ROUTER_NATS_URL";
 const ENV_NATS_SUBJECT: &str = "HERALD_ROUTER_NATS_SUBJECT";
+/// The subject nodes announce themselves on unless `HERALD_ROUTER_NATS_SUBJECT` says
+/// otherwise. Configuration owns it, so loading needs nothing from discovery.
+pub const DEFAULT_NATS_SUBJECT: &str = "herald.node.announce";
 const ENV_NATS_TTL: &str = "HERALD_ROUTER_NATS_TTL";
 const DEFAULT_NATS_TTL: Duration = Duration::from_secs(10);
 
@@ -107,18 +110,14 @@ fn discovery(s: &mut Settings<'_>) -> DiscoveryConfig {
             .map(|_| u.to_owned())
             .map_err(|e| format!("not a NATS server address: {e}"))
     });
-    let subject = s.convert(
-        ENV_NATS_SUBJECT,
-        crate::discovery::nats::SUBJECT.to_owned(),
-        |t| {
-            let ok = !t.starts_with('.')
-                && !t.ends_with('.')
-                && !t.contains("..")
-                && !t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>');
-            ok.then(|| t.to_owned())
-                .ok_or_else(|| "expected a NATS subject such as herald.node.announce".into())
-        },
-    );
+    let subject = s.convert(ENV_NATS_SUBJECT, DEFAULT_NATS_SUBJECT.to_owned(), |t| {
+        let ok = !t.starts_with('.')
+            && !t.ends_with('.')
+            && !t.contains("..")
+            && !t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>');
+        ok.then(|| t.to_owned())
+            .ok_or_else(|| "expected a NATS subject such as herald.node.announce".into())
+    });
     let ttl = s.secs_in(ENV_NATS_TTL, DEFAULT_NATS_TTL, POSITIVE);
     let nats = (!urls.is_empty()).then(|| NatsDiscovery {
         url: urls.join(","),

@@ -8,7 +8,7 @@
 
 mod load;
 
-pub use load::{check_host_port, load};
+pub use load::{check_host_port, load, DEFAULT_NATS_SUBJECT};
 
 use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;

@@ -2,7 +2,8 @@
 //!
 //! # The announcement
 //!
-//! A node publishes, on [`SUBJECT`] (`HERALD_ROUTER_NATS_SUBJECT`), one JSON object per
+//! A node publishes, on `HERALD_ROUTER_NATS_SUBJECT` (default
+//! [`DEFAULT_NATS_SUBJECT`](crate::config::DEFAULT_NATS_SUBJECT)), one JSON object per
 //! message, at start, every few seconds while it runs (well within the TTL), when it
 //! starts draining, and when it leaves:
 //!
@@ -33,8 +34,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The default subject nodes announce themselves on.
-pub const SUBJECT: &str = "herald.node.announce";
 /// Longest TTL an announcement may ask for.
 const MAX_TTL: Duration = Duration::from_secs(3600);
 /// How often expired announcements are swept.

@@ -21,17 +21,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 /// Bound of every wait in these tests.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// The nodes' token secret (unused by anonymous clients, but a node wants a key).
-pub const SECRET: &str = "router-tests-secret-0123456789";
+pub(crate) const SECRET: &str = "router-tests-secret-0123456789";
 /// The nodes' server API key.
-pub const API_KEY: &str = "key";
+pub(crate) const API_KEY: &str = "key";
 
 /// A client WebSocket.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The workspace root.
-pub fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("router/ has a parent")
@@ -41,7 +41,7 @@ pub fn workspace() -> PathBuf {
 /// The `herald-node` binary: `$CARGO_TARGET_DIR/debug/herald-node` (else
 /// `<workspace>/target/debug/herald-node`). When it is missing it is built once, into a
 /// target directory of its own: the outer `cargo test` holds the lock on the usual one.
-pub fn node_binary() -> PathBuf {
+pub(crate) fn node_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
@@ -68,7 +68,7 @@ pub fn node_binary() -> PathBuf {
 
 /// Reads lines from a child's output in a thread; sends the address of the first line
 /// that says `listening on ADDR`, then keeps reading so the pipe never fills.
-pub fn watch_stdout(
+pub(crate) fn watch_stdout(
     out: impl std::io::Read + Send + 'static,
 ) -> std::sync::mpsc::Receiver<SocketAddr> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -85,13 +85,13 @@ pub fn watch_stdout(
 }
 
 /// Waits for the address a child prints.
-pub fn listening_addr(rx: &std::sync::mpsc::Receiver<SocketAddr>) -> SocketAddr {
+pub(crate) fn listening_addr(rx: &std::sync::mpsc::Receiver<SocketAddr>) -> SocketAddr {
     rx.recv_timeout(WAIT)
         .expect("the process prints its address")
 }
 
 /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to process `pid`.
-pub fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()
@@ -100,18 +100,18 @@ pub fn signal(pid: u32, signal: &str) {
 }
 
 /// A `herald-node` process; killed when dropped.
-pub struct NodeProc {
+pub(crate) struct NodeProc {
     /// Its `HERALD_NODE_ID`.
-    pub id: String,
+    pub(crate) id: String,
     /// Where it listens.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The process.
     child: Child,
 }
 
 impl NodeProc {
     /// Starts node `id` on a free port, anonymous connections allowed.
-    pub fn start(id: &str) -> Self {
+    pub(crate) fn start(id: &str) -> Self {
         let mut child = Command::new(node_binary())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -135,17 +135,17 @@ impl NodeProc {
     }
 
     /// `host:port` as the router is told.
-    pub fn addr_text(&self) -> String {
+    pub(crate) fn addr_text(&self) -> String {
         self.addr.to_string()
     }
 
     /// Sends `sig` to the node.
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         signal(self.child.id(), sig);
     }
 
     /// Kills the node (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -161,7 +161,7 @@ impl Drop for NodeProc {
 
 /// A configuration for tests: fast health checks, one good probe to come back, two bad
 /// ones to leave; short shutdown grace.
-pub fn router_config(nodes: &[String]) -> RouterConfig {
+pub(crate) fn router_config(nodes: &[String]) -> RouterConfig {
     let mut c = RouterConfig::for_tests(nodes);
     c.health.interval = Duration::from_millis(200);
     c.health.timeout = Duration::from_millis(500);
@@ -172,20 +172,20 @@ pub fn router_config(nodes: &[String]) -> RouterConfig {
 }
 
 /// A router running in this process.
-pub struct TestRouter {
+pub(crate) struct TestRouter {
     /// Where it listens.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Its state.
-    pub router: Arc<Router>,
+    pub(crate) router: Arc<Router>,
     /// Stops it.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Its serve task.
-    pub task: tokio::task::JoinHandle<()>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl TestRouter {
     /// Starts a router for `config` on a free port.
-    pub async fn start(config: RouterConfig) -> Self {
+    pub(crate) async fn start(config: RouterConfig) -> Self {
         let listener = herald_router::server::bind(config.listen).expect("bind");
         let addr = listener.local_addr().unwrap();
         let router = Router::new(config);
@@ -204,13 +204,13 @@ impl TestRouter {
     }
 
     /// The addresses in the ring now.
-    pub fn ring(&self) -> Vec<String> {
+    pub(crate) fn ring(&self) -> Vec<String> {
         let ring = self.router.backends.ring();
         ring.nodes().iter().map(|n| n.addr.to_string()).collect()
     }
 
     /// The state (`up`, `down`, `draining`) of node `addr`, if known.
-    pub fn state_of(&self, addr: &str) -> Option<&'static str> {
+    pub(crate) fn state_of(&self, addr: &str) -> Option<&'static str> {
         self.router
             .backends
             .view()
@@ -220,7 +220,7 @@ impl TestRouter {
     }
 
     /// Waits until `check` holds, panicking with `what` after [`WAIT`].
-    pub async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
+    pub(crate) async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while !check(self) {
             assert!(
@@ -233,7 +233,7 @@ impl TestRouter {
     }
 
     /// Waits until exactly `addrs` are in the ring.
-    pub async fn wait_ring(&self, addrs: &[String]) {
+    pub(crate) async fn wait_ring(&self, addrs: &[String]) {
         let mut want = addrs.to_vec();
         want.sort();
         self.wait_for(&format!("ring {want:?}"), |r| r.ring() == want)
@@ -242,18 +242,18 @@ impl TestRouter {
 }
 
 /// The result of a WebSocket connect through the router.
-pub struct Landing {
+pub(crate) struct Landing {
     /// The open WebSocket, after the protocol's connect.
-    pub ws: Ws,
+    pub(crate) ws: Ws,
     /// The node id from the connect reply.
-    pub node: String,
+    pub(crate) node: String,
     /// The router's cookie value, if it set one.
-    pub cookie: Option<String>,
+    pub(crate) cookie: Option<String>,
 }
 
 /// Opens a WebSocket to `addr` (with `herald_node=<cookie>` if given, and `query` appended
 /// to the path), sends the protocol's connect and reads where it landed.
-pub async fn connect(addr: SocketAddr, cookie: Option<&str>, query: &str) -> Landing {
+pub(crate) async fn connect(addr: SocketAddr, cookie: Option<&str>, query: &str) -> Landing {
     let url = format!("ws://{addr}/connection/websocket{query}");
     let mut request = url.into_client_request().expect("request");
     if let Some(c) = cookie {
@@ -280,7 +280,7 @@ pub async fn connect(addr: SocketAddr, cookie: Option<&str>, query: &str) -> Lan
 }
 
 /// Sends `text` and returns the reply with `id`, skipping pings and pushes.
-pub async fn command(ws: &mut Ws, id: u64, text: &str) -> Value {
+pub(crate) async fn command(ws: &mut Ws, id: u64, text: &str) -> Value {
     ws.send(Message::text(text)).await.expect("send");
     let read = async {
         loop {
@@ -300,7 +300,7 @@ pub async fn command(ws: &mut Ws, id: u64, text: &str) -> Value {
 }
 
 /// Waits until `ws` is closed by the far end (a close frame, an error, or the end).
-pub async fn wait_closed(ws: &mut Ws) {
+pub(crate) async fn wait_closed(ws: &mut Ws) {
     let read = async {
         loop {
             match ws.next().await {
@@ -315,17 +315,17 @@ pub async fn wait_closed(ws: &mut Ws) {
 }
 
 /// An HTTP/1.1 response: status, headers, body.
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers.
-    pub headers: hyper::HeaderMap,
+    pub(crate) headers: hyper::HeaderMap,
     /// Body as text.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// Sends one request to `addr` with the router's own client code path.
-pub async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -367,7 +367,7 @@ pub async fn http(
 }
 
 /// A WebSocket upgrade request sent by hand, to see refusals the WebSocket client hides.
-pub async fn raw_upgrade(addr: SocketAddr) -> HttpResponse {
+pub(crate) async fn raw_upgrade(addr: SocketAddr) -> HttpResponse {
     http(
         addr,
         "GET",

@@ -38,7 +38,7 @@ pub struct Settings<'a> {
 }
 
 /// The log filter `tracing` reads (not prefixed); see [`Settings::load`].
-pub const ENV_RUST_LOG: &str = "RUST_LOG";
+const ENV_RUST_LOG: &str = "RUST_LOG";
 
 impl<'a> Settings<'a> {
     /// Settings from `lookup` only. `prefix` (`HERALD_`) maps environment names to file keys.

@@ -11,28 +11,40 @@ pub struct Command {
     /// Correlates the reply; 0 only for pongs and `send`, which get no reply.
     #[serde(default)]
     pub id: u32,
+    /// `connect`: the first command of a connection.
     #[serde(default)]
     pub connect: Option<ConnectRequest>,
+    /// `subscribe` to a channel.
     #[serde(default)]
     pub subscribe: Option<SubscribeRequest>,
+    /// `unsubscribe` from a channel.
     #[serde(default)]
     pub unsubscribe: Option<ChannelRequest>,
+    /// `publish` into a channel.
     #[serde(default)]
     pub publish: Option<PublishRequest>,
+    /// `presence`: who is in a channel.
     #[serde(default)]
     pub presence: Option<ChannelRequest>,
+    /// `presence_stats`: how many clients and users are in a channel.
     #[serde(default)]
     pub presence_stats: Option<ChannelRequest>,
+    /// `history`: a channel's recent publications and stream position.
     #[serde(default)]
     pub history: Option<HistoryRequest>,
+    /// `ping` from the client (its body carries nothing).
     #[serde(default)]
     pub ping: Option<serde::de::IgnoredAny>,
+    /// `send`: a message to the server that gets no reply.
     #[serde(default)]
     pub send: Option<SendRequest>,
+    /// `rpc`: a call answered by the server.
     #[serde(default)]
     pub rpc: Option<RpcRequest>,
+    /// `refresh`: a new connection token.
     #[serde(default)]
     pub refresh: Option<RefreshRequest>,
+    /// `sub_refresh`: a new subscription token.
     #[serde(default)]
     pub sub_refresh: Option<SubRefreshRequest>,
 }
@@ -40,17 +52,29 @@ pub struct Command {
 /// The method of a command, with its request.
 #[derive(Debug)]
 pub enum Method {
+    /// `connect`.
     Connect(ConnectRequest),
+    /// `subscribe`.
     Subscribe(SubscribeRequest),
+    /// `unsubscribe`.
     Unsubscribe(ChannelRequest),
+    /// `publish`.
     Publish(PublishRequest),
+    /// `presence`.
     Presence(ChannelRequest),
+    /// `presence_stats`.
     PresenceStats(ChannelRequest),
+    /// `history`.
     History(HistoryRequest),
+    /// `ping` from the client.
     Ping,
+    /// `send` (no reply).
     Send(SendRequest),
+    /// `rpc`.
     Rpc(RpcRequest),
+    /// `refresh`.
     Refresh(RefreshRequest),
+    /// `sub_refresh`.
     SubRefresh(SubRefreshRequest),
     /// `{}`: the answer to a server ping.
     Pong,
@@ -144,6 +168,7 @@ pub struct ConnectRequest {
 /// `subscribe`.
 #[derive(Debug, Default, Deserialize)]
 pub struct SubscribeRequest {
+    /// The channel, `namespace:name`.
     #[serde(default)]
     pub channel: String,
     /// Subscription token for private channels.
@@ -152,14 +177,20 @@ pub struct SubscribeRequest {
     /// Ask for the publications missed since `(epoch, offset)`.
     #[serde(default)]
     pub recover: bool,
+    /// With `recover`: the epoch of the client's last known position.
     #[serde(default)]
     pub epoch: String,
+    /// With `recover`: the offset of the last publication the client saw (a number, or a
+    /// string as some SDKs send it).
     #[serde(default, deserialize_with = "lenient_u64")]
     pub offset: u64,
+    /// Custom data the client sends with the subscription.
     #[serde(default)]
     pub data: Option<RawJson>,
+    /// The client asks for positioned delivery (offsets it can check for gaps).
     #[serde(default)]
     pub positioned: bool,
+    /// The client asks for a recoverable subscription (`epoch` and `offset` in the reply).
     #[serde(default)]
     pub recoverable: bool,
     /// The client wants join/leave pushes.
@@ -176,6 +207,7 @@ pub const FLAG_REJECT_UNRECOVERED: u64 = 2;
 /// Requests that name only a channel: `unsubscribe`, `presence`, `presence_stats`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ChannelRequest {
+    /// The channel, `namespace:name`.
     #[serde(default)]
     pub channel: String,
 }
@@ -183,8 +215,10 @@ pub struct ChannelRequest {
 /// `publish`.
 #[derive(Debug, Default, Deserialize)]
 pub struct PublishRequest {
+    /// The channel, `namespace:name`.
     #[serde(default)]
     pub channel: String,
+    /// The payload, arbitrary JSON.
     #[serde(default)]
     pub data: Option<RawJson>,
 }
@@ -192,6 +226,7 @@ pub struct PublishRequest {
 /// `history`.
 #[derive(Debug, Default, Deserialize)]
 pub struct HistoryRequest {
+    /// The channel, `namespace:name`.
     #[serde(default)]
     pub channel: String,
     /// 0: no publications, only the stream position; negative: as many as kept.
@@ -208,8 +243,10 @@ pub struct HistoryRequest {
 /// A stream position as clients send it (the offset may arrive as a string).
 #[derive(Debug, Default, Deserialize)]
 pub struct WirePosition {
+    /// Offset of the last publication seen (a number or a string).
     #[serde(default, deserialize_with = "lenient_u64")]
     pub offset: u64,
+    /// The epoch that offset belongs to.
     #[serde(default)]
     pub epoch: String,
 }
@@ -226,6 +263,7 @@ impl From<WirePosition> for StreamPosition {
 /// `send`: asynchronous message to the server; no reply.
 #[derive(Debug, Default, Deserialize)]
 pub struct SendRequest {
+    /// The payload, arbitrary JSON.
     #[serde(default)]
     pub data: Option<RawJson>,
 }
@@ -233,8 +271,10 @@ pub struct SendRequest {
 /// `rpc`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RpcRequest {
+    /// The call's payload, arbitrary JSON.
     #[serde(default)]
     pub data: Option<RawJson>,
+    /// The RPC method name, as the client gave it.
     #[serde(default)]
     pub method: String,
 }
@@ -242,6 +282,7 @@ pub struct RpcRequest {
 /// `refresh`: a new connection token before the old one expires.
 #[derive(Debug, Default, Deserialize)]
 pub struct RefreshRequest {
+    /// The new connection JWT.
     #[serde(default)]
     pub token: String,
 }
@@ -249,8 +290,10 @@ pub struct RefreshRequest {
 /// `sub_refresh`: a new subscription token.
 #[derive(Debug, Default, Deserialize)]
 pub struct SubRefreshRequest {
+    /// The channel whose subscription token is renewed.
     #[serde(default)]
     pub channel: String,
+    /// The new subscription JWT.
     #[serde(default)]
     pub token: String,
 }
@@ -262,6 +305,7 @@ pub struct SubRefreshRequest {
 /// an object belongs must not have it written to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame's bytes are not UTF-8 text.
     #[error("frame is not valid UTF-8")]
     InvalidUtf8,
     #[error(
@@ -270,9 +314,12 @@ pub enum DecodeError {
         .0.line(),
         .0.column()
     )]
+    /// A line is not a JSON command object.
     Json(#[from] serde_json::Error),
+    /// One command names more than one method.
     #[error("a command names more than one method")]
     SeveralMethods,
+    /// More commands in one frame than the limit it carries.
     #[error("frame holds more than {0} commands")]
     TooManyCommands(usize),
 }

@@ -55,15 +55,21 @@ pub struct Publication {
 /// Result of `connect`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ConnectResult {
+    /// Connection id the node assigned.
     pub client: String,
+    /// Server version, for the SDK's logs.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
+    /// The connection expires (its token has `exp`) and must be refreshed.
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
+    /// Seconds until expiry, when `expires`.
     #[serde(skip_serializing_if = "is_zero32")]
     pub ttl: u32,
+    /// Custom data for the client, answering the connect's `data`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<RawJson>,
+    /// Results of the subscriptions requested in the connect, by channel.
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub subs: HashMap<String, SubscribeResult>,
     /// Seconds between server pings.
@@ -80,24 +86,34 @@ pub struct ConnectResult {
 /// Result of `subscribe` (also the body of a `subscribe` push).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SubscribeResult {
+    /// The subscription expires (its token has `exp`) and must be refreshed.
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
+    /// Seconds until expiry, when `expires`.
     #[serde(skip_serializing_if = "is_zero32")]
     pub ttl: u32,
+    /// The channel keeps history: the client may recover later from `(epoch, offset)`.
     #[serde(skip_serializing_if = "is_false")]
     pub recoverable: bool,
+    /// Identity of the channel's stream.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub epoch: String,
+    /// Publications recovered since the requested position, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publications: Vec<Publication>,
+    /// Every missed publication was recovered (`false` with `was_recovering`: not possible).
     #[serde(skip_serializing_if = "is_false")]
     pub recovered: bool,
+    /// Offset of the newest publication in the stream.
     #[serde(skip_serializing_if = "is_zero")]
     pub offset: u64,
+    /// Publications carry offsets the client can check for gaps.
     #[serde(skip_serializing_if = "is_false")]
     pub positioned: bool,
+    /// Custom data for the subscriber.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<RawJson>,
+    /// The client asked to recover (so `recovered: false` means it could not).
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
 }
@@ -105,12 +121,16 @@ pub struct SubscribeResult {
 /// Result of `refresh` and `sub_refresh`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RefreshResult {
+    /// Connection id (empty: unchanged).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub client: String,
+    /// Server version (empty: unchanged).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
+    /// The new token expires too.
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
+    /// Seconds until the new expiry, when `expires`.
     #[serde(skip_serializing_if = "is_zero32")]
     pub ttl: u32,
 }
@@ -118,10 +138,13 @@ pub struct RefreshResult {
 /// Result of `history`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryResult {
+    /// The publications asked for, oldest first unless `reverse`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publications: Vec<Publication>,
+    /// Identity of the channel's stream.
     #[serde(default)]
     pub epoch: String,
+    /// Offset of the newest publication in the stream.
     #[serde(default)]
     pub offset: u64,
 }
@@ -139,21 +162,27 @@ impl HistoryResult {
 /// Result of `presence`: connection id → who.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PresenceResult {
+    /// Connection id → who, for every member of the channel.
     pub presence: HashMap<String, ClientInfo>,
 }
 
 /// Result of `presence_stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceStatsResult {
+    /// Connections in the channel.
     pub num_clients: u32,
+    /// Distinct users among them.
     pub num_users: u32,
 }
 
 /// An error reply body.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplyError {
+    /// The protocol's error code (see `ErrorCode`).
     pub code: u32,
+    /// Its text.
     pub message: String,
+    /// The client may retry the same command later.
     #[serde(skip_serializing_if = "is_false")]
     pub temporary: bool,
 }
@@ -171,8 +200,11 @@ impl From<ErrorCode> for ReplyError {
 /// Body of a `disconnect` push.
 #[derive(Clone, Debug, Serialize)]
 pub struct Disconnect {
+    /// The protocol's disconnect code (see `DisconnectCode`).
     pub code: u32,
+    /// Why, for the client's logs.
     pub reason: String,
+    /// The client should reconnect (derived from the code's range).
     pub reconnect: bool,
 }
 
