@@ -1,19 +1,28 @@
 //! The embedded broker: history, offsets and presence in this process's memory.
 //!
-//! Offsets are assigned and publications handed to the hub under the channel's stream
-//! lock, so subscribers see each channel's publications in offset order. The epoch is
-//! random per stream: a restarted node (or a stream that expired) gets a new one, which
-//! is exactly what tells a recovering client that its position is gone.
+//! Offsets are assigned and publications handed up under the channel's stream lock, so
+//! subscribers see each channel's publications in offset order. The epoch is random per
+//! stream: a restarted node (or a stream that expired) gets a new one, which is exactly
+//! what tells a recovering client that its position is gone.
 
 use super::presence::{stats, LocalPresence};
-use super::{HistoryQuery, PresenceStats};
+use super::{
+    Broker, BrokerError, BrokerEvents, BrokerFuture, HistoryQuery, JoinLeave, PresenceStats,
+    Recovery, IDEMPOTENCY_WINDOW,
+};
 use crate::config::NamespaceOptions;
-use crate::hub::Hub;
+use futures_util::future::{self, BoxFuture, FutureExt};
+use herald_shared::codec::{Control, NodeStatus};
 use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
 use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often streams past their TTL are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One channel's stream.
 struct Stream {
@@ -25,8 +34,8 @@ struct Stream {
     pubs: VecDeque<(Instant, Publication)>,
     /// When the stream may be forgotten entirely (last publication + TTL).
     expires: Instant,
-    /// Idempotency keys seen within [`super::IDEMPOTENCY_WINDOW`], with the offset
-    /// their publication got.
+    /// Idempotency keys seen within [`IDEMPOTENCY_WINDOW`], with the offset their
+    /// publication got.
     keys: HashMap<String, (u64, Instant)>,
 }
 
@@ -58,9 +67,15 @@ fn new_epoch() -> String {
 }
 
 /// In-memory broker for a single node.
+#[derive(Default)]
 pub struct MemoryBroker {
-    /// Where publications are delivered.
-    hub: Arc<Hub>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Where publications are delivered; set by [`Broker::start`].
+    events: OnceLock<Arc<dyn BrokerEvents>>,
     /// Streams of channels with history.
     streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
     /// Presence of the members (all of them are local).
@@ -70,44 +85,28 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker delivering to `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        MemoryBroker {
-            hub,
-            streams: Mutex::new(HashMap::new()),
-            presence: LocalPresence::default(),
-            plain_keys: Mutex::new(HashMap::new()),
-        }
+    /// A broker with nothing in it; it delivers once started.
+    pub fn new() -> Self {
+        Self::default()
     }
+}
 
+impl Inner {
     fn stream(&self, channel: &str) -> Arc<Mutex<Stream>> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams
+        self.streams
+            .lock()
             .entry(channel.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Stream::new())))
             .clone()
     }
 
-    /// Forgets expired streams every 10 s until the node stops.
-    pub fn start(&self, node: &Arc<crate::node::Node>) {
-        let node = node.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                tokio::select! {
-                    _ = node.stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let super::Broker::Memory(m) = &node.broker {
-                            m.sweep();
-                        }
-                    }
-                }
-            }
-        });
+    fn deliver(&self, channel: &str, offset: u64, publication: &Publication) {
+        if let Some(events) = self.events.get() {
+            events.publication(channel, offset, &encode_pub_push(channel, publication));
+        }
     }
 
-    /// Publishes; see [`super::Broker::publish`].
-    pub fn publish(
+    fn publish(
         &self,
         channel: &str,
         mut publication: Publication,
@@ -118,8 +117,8 @@ impl MemoryBroker {
         if !ns.has_history() {
             if let Some(key) = idempotency_key {
                 let now = Instant::now();
-                let mut keys = self.plain_keys.lock().unwrap_or_else(|e| e.into_inner());
-                keys.retain(|_, at| now.duration_since(*at) < super::IDEMPOTENCY_WINDOW);
+                let mut keys = self.plain_keys.lock();
+                keys.retain(|_, at| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
                 if keys
                     .insert((channel.to_owned(), key.to_owned()), now)
                     .is_some()
@@ -128,16 +127,15 @@ impl MemoryBroker {
                 }
             }
             publication.offset = 0;
-            let bytes = encode_pub_push(channel, &publication);
-            self.hub.publish(channel, 0, &bytes);
+            self.deliver(channel, 0, &publication);
             return StreamPosition::default();
         }
         let stream = self.stream(channel);
-        let mut st = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = stream.lock();
         let now = Instant::now();
         if let Some(key) = idempotency_key {
             st.keys
-                .retain(|_, (_, at)| now.duration_since(*at) < super::IDEMPOTENCY_WINDOW);
+                .retain(|_, (_, at)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
             if let Some((offset, _)) = st.keys.get(key) {
                 return StreamPosition {
                     offset: *offset,
@@ -149,7 +147,8 @@ impl MemoryBroker {
         }
         st.top += 1;
         publication.offset = st.top;
-        let bytes = encode_pub_push(channel, &publication);
+        // Delivered under the stream lock: concurrent publishers cannot reorder offsets.
+        self.deliver(channel, st.top, &publication);
         if !skip_history {
             st.pubs.push_back((now, publication));
             while st.pubs.len() > ns.history_size {
@@ -158,32 +157,18 @@ impl MemoryBroker {
             st.trim(now, ns.history_ttl);
             st.expires = now + ns.history_ttl;
         }
-        // Delivered under the stream lock: concurrent publishers cannot reorder offsets.
-        self.hub.publish(channel, st.top, &bytes);
         StreamPosition {
             offset: st.top,
             epoch: st.epoch.clone(),
         }
     }
 
-    /// Delivers a join (`join = true`) or leave push to local subscribers.
-    pub fn join_leave(&self, channel: &str, info: &ClientInfo, join: bool, ns: &NamespaceOptions) {
-        let bytes = if join {
-            encode_join_push(channel, info)
-        } else {
-            encode_leave_push(channel, info)
-        };
-        self.hub
-            .join_leave(channel, &bytes, ns.force_push_join_leave);
-    }
-
-    /// Reads history; see [`super::Broker::history`].
-    pub fn history(&self, channel: &str, q: &HistoryQuery, ns: &NamespaceOptions) -> HistoryResult {
+    fn history(&self, channel: &str, q: &HistoryQuery, ns: &NamespaceOptions) -> HistoryResult {
         if !ns.has_history() {
             return HistoryResult::default();
         }
         let stream = self.stream(channel);
-        let mut st = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = stream.lock();
         st.trim(Instant::now(), ns.history_ttl);
         let after = q.since.as_ref().map(|p| p.offset).unwrap_or(0);
         let limit = q.limit.unwrap_or(usize::MAX);
@@ -203,165 +188,194 @@ impl MemoryBroker {
         }
     }
 
-    /// Drops kept publications of a channel.
-    pub fn remove_history(&self, channel: &str) {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+    /// Offsets are contiguous per channel here: recovery from `since` is complete iff
+    /// the epoch is the same and the first kept publication follows `since` directly.
+    fn recover(&self, channel: &str, since: &StreamPosition, ns: &NamespaceOptions) -> Recovery {
+        let query = HistoryQuery {
+            since: Some(since.clone()),
+            limit: None,
+            reverse: false,
+            establish_position: true,
+        };
+        let h = self.history(channel, &query, ns);
+        let recovered = since.epoch == h.epoch
+            && since.offset <= h.offset
+            && match h.publications.first() {
+                Some(p) => p.offset == since.offset + 1,
+                None => since.offset == h.offset,
+            };
+        Recovery::from_history(h, recovered)
+    }
+
+    fn remove_history(&self, channel: &str) {
+        let streams = self.streams.lock();
         if let Some(s) = streams.get(channel) {
-            s.lock().unwrap_or_else(|e| e.into_inner()).pubs.clear();
+            s.lock().pubs.clear();
         }
     }
 
-    /// Forgets streams whose last publication is older than their TTL (called periodically).
-    pub fn sweep(&self) -> usize {
+    /// Forgets streams whose last publication is older than their TTL.
+    fn sweep(&self) -> usize {
         let now = Instant::now();
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let serves = |channel: &str| self.events.get().is_some_and(|e| e.serves(channel));
+        let mut streams = self.streams.lock();
         let before = streams.len();
-        streams.retain(|channel, s| {
-            let st = s.lock().unwrap_or_else(|e| e.into_inner());
-            // Keep streams someone is subscribed to: their epoch must not change under them.
-            st.expires > now || self.hub.has_subscribers(channel)
-        });
+        // Keep streams someone is subscribed to: their epoch must not change under them.
+        streams.retain(|channel, s| s.lock().expires > now || serves(channel));
         before - streams.len()
     }
+}
 
-    /// Adds presence.
-    pub fn add_presence(&self, channel: &str, client: &str, info: &ClientInfo) {
-        self.presence.add(channel, client, info);
+impl Broker for MemoryBroker {
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 
-    /// Removes presence.
-    pub fn remove_presence(&self, channel: &str, client: &str) {
-        self.presence.remove(channel, client);
+    /// Forgets expired streams every [`SWEEP_INTERVAL`] until `stop`.
+    fn start(&self, events: Arc<dyn BrokerEvents>, stop: CancellationToken) {
+        let _ = self.inner.events.set(events);
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => match inner.upgrade() {
+                        Some(i) => { i.sweep(); }
+                        None => break,
+                    },
+                }
+            }
+        });
     }
 
-    /// Presence of a channel.
-    pub fn presence(&self, channel: &str) -> HashMap<String, ClientInfo> {
-        self.presence.get(channel)
+    fn ready(&self) -> Result<(), BrokerError> {
+        Ok(())
     }
 
-    /// Presence numbers of a channel.
-    pub fn presence_stats(&self, channel: &str) -> PresenceStats {
-        stats(&self.presence.get(channel))
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        publication: Publication,
+        ns: &'a NamespaceOptions,
+        skip_history: bool,
+        idempotency_key: Option<&'a str>,
+    ) -> BrokerFuture<'a, StreamPosition> {
+        let pos = self
+            .inner
+            .publish(channel, publication, ns, skip_history, idempotency_key);
+        future::ready(Ok(pos)).boxed()
+    }
+
+    fn join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+        kind: JoinLeave,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, ()> {
+        let bytes = match kind {
+            JoinLeave::Join => encode_join_push(channel, info),
+            JoinLeave::Leave | JoinLeave::LeaveMoving => encode_leave_push(channel, info),
+        };
+        if let Some(events) = self.inner.events.get() {
+            events.join_leave(channel, &bytes, ns.force_push_join_leave);
+        }
+        future::ready(Ok(())).boxed()
+    }
+
+    /// Everything is local: the node already sees every publication.
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BrokerFuture<'a, ()> {
+        future::ready(Ok(())).boxed()
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BrokerFuture<'a, ()> {
+        future::ready(Ok(())).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: &'a HistoryQuery,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, HistoryResult> {
+        future::ready(Ok(self.inner.history(channel, query, ns))).boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        since: &'a StreamPosition,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, Recovery> {
+        future::ready(Ok(self.inner.recover(channel, since, ns))).boxed()
+    }
+
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
+        self.inner.remove_history(channel);
+        future::ready(Ok(())).boxed()
+    }
+
+    fn add_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: &'a ClientInfo,
+    ) -> BrokerFuture<'a, ()> {
+        self.inner.presence.add(channel, client, info);
+        future::ready(Ok(())).boxed()
+    }
+
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BrokerFuture<'a, ()> {
+        self.inner.presence.remove(channel, client);
+        future::ready(Ok(())).boxed()
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, HashMap<String, ClientInfo>> {
+        future::ready(Ok(self.inner.presence.get(channel))).boxed()
+    }
+
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats> {
+        future::ready(Ok(stats(&self.inner.presence.get(channel)))).boxed()
+    }
+
+    fn channels(&self) -> BrokerFuture<'_, HashMap<String, u64>> {
+        let channels = match self.inner.events.get() {
+            Some(e) => e
+                .local_channels()
+                .into_iter()
+                .map(|(c, n)| (c, n as u64))
+                .collect(),
+            None => HashMap::new(),
+        };
+        future::ready(Ok(channels)).boxed()
+    }
+
+    fn nodes(&self) -> Vec<NodeStatus> {
+        self.inner
+            .events
+            .get()
+            .map(|e| e.status())
+            .into_iter()
+            .collect()
+    }
+
+    /// Every node is this one: applied here, before the caller is answered.
+    fn control(&self, control: Control) -> BrokerFuture<'_, ()> {
+        let applied = self.inner.events.get().map(|e| e.control(control));
+        async move {
+            if let Some(applied) = applied {
+                applied.await;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        future::ready(()).boxed()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::outbound::Outbound;
-    use herald_shared::protocol::RawJson;
-
-    fn publication(text: &str) -> Publication {
-        Publication {
-            data: RawJson::from_value(&text).unwrap(),
-            info: None,
-            offset: 0,
-            tags: Default::default(),
-        }
-    }
-
-    fn ns(size: usize) -> NamespaceOptions {
-        NamespaceOptions {
-            history_size: size,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn offsets_increase_and_history_is_bounded() {
-        let b = MemoryBroker::new(Arc::new(Hub::new(1 << 20)));
-        let n = ns(3);
-        let first = b.publish("c", publication("a"), &n, false, None);
-        assert_eq!(first.offset, 1);
-        for t in ["b", "c", "d", "e"] {
-            b.publish("c", publication(t), &n, false, None);
-        }
-        let h = b.history("c", &HistoryQuery::default(), &n);
-        assert_eq!(h.offset, 5);
-        assert_eq!(h.epoch, first.epoch);
-        let offsets: Vec<u64> = h.publications.iter().map(|p| p.offset).collect();
-        assert_eq!(offsets, vec![3, 4, 5]);
-        let since = HistoryQuery {
-            since: Some(StreamPosition {
-                offset: 4,
-                epoch: h.epoch.clone(),
-            }),
-            ..Default::default()
-        };
-        assert_eq!(b.history("c", &since, &n).publications.len(), 1);
-        let rev = HistoryQuery {
-            limit: Some(2),
-            reverse: true,
-            ..Default::default()
-        };
-        let offsets: Vec<u64> = b
-            .history("c", &rev, &n)
-            .publications
-            .iter()
-            .map(|p| p.offset)
-            .collect();
-        assert_eq!(offsets, vec![5, 4]);
-    }
-
-    #[test]
-    fn publications_reach_the_hub_encoded_once() {
-        let hub = Arc::new(Hub::new(1 << 20));
-        let q = Arc::new(Outbound::new(1 << 20));
-        hub.add("c", 1, q.clone(), false, false);
-        let b = MemoryBroker::new(hub);
-        b.publish("c", publication("x"), &ns(10), false, None);
-        let items = q.take().items;
-        assert_eq!(
-            std::str::from_utf8(&items[0]).unwrap(),
-            r#"{"push":{"channel":"c","pub":{"data":"x","offset":1}}}"#
-        );
-    }
-
-    #[test]
-    fn presence_counts_users_and_clients() {
-        let b = MemoryBroker::new(Arc::new(Hub::new(1 << 20)));
-        let info = |u: &str, c: &str| ClientInfo {
-            user: u.into(),
-            client: c.into(),
-            ..Default::default()
-        };
-        b.add_presence("c", "c1", &info("u1", "c1"));
-        b.add_presence("c", "c2", &info("u1", "c2"));
-        b.add_presence("c", "c3", &info("u2", "c3"));
-        assert_eq!(
-            b.presence_stats("c"),
-            PresenceStats {
-                clients: 3,
-                users: 2
-            }
-        );
-        b.remove_presence("c", "c1");
-        assert_eq!(b.presence("c").len(), 2);
-    }
-
-    #[test]
-    fn removed_history_keeps_offsets_going() {
-        let b = MemoryBroker::new(Arc::new(Hub::new(1 << 20)));
-        let n = ns(10);
-        b.publish("c", publication("a"), &n, false, None);
-        b.remove_history("c");
-        assert!(b
-            .history("c", &HistoryQuery::default(), &n)
-            .publications
-            .is_empty());
-        assert_eq!(b.publish("c", publication("b"), &n, false, None).offset, 2);
-    }
-
-    #[test]
-    fn an_idempotency_key_publishes_once() {
-        let hub = Arc::new(Hub::new(1 << 20));
-        let b = MemoryBroker::new(hub);
-        let first = b.publish("c", publication("a"), &ns(10), false, Some("k1"));
-        let again = b.publish("c", publication("a"), &ns(10), false, Some("k1"));
-        assert_eq!(first, again);
-        let other = b.publish("c", publication("b"), &ns(10), false, Some("k2"));
-        assert_eq!(other.offset, first.offset + 1);
-        let elsewhere = b.publish("d", publication("a"), &ns(10), false, Some("k1"));
-        assert_eq!(elsewhere.offset, 1, "keys are per channel");
-    }
-}
+mod tests;
