@@ -16,7 +16,7 @@ use herald_shared::protocol::DisconnectCode;
 use std::sync::Arc;
 
 /// Deliveries to the hub, nothing else.
-struct ToHub(Arc<Hub>);
+pub(crate) struct ToHub(pub(crate) Arc<Hub>);
 
 impl BrokerEvents for ToHub {
     fn publication(&self, channel: &str, offset: u64, message: &Bytes) {

@@ -1,39 +1,10 @@
 //! The embedded broker's own rules, without a node.
 
 use super::*;
-use bytes::Bytes;
+use crate::conn::outbound::Outbound;
+use crate::hub::Hub;
+use crate::testing::ToHub;
 use herald_shared::protocol::RawJson;
-
-/// Records what the broker hands up.
-#[derive(Default)]
-struct Recorder {
-    publications: Mutex<Vec<(String, u64, Bytes)>>,
-}
-
-impl BrokerEvents for Recorder {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.publications
-            .lock()
-            .push((channel.to_owned(), offset, message.clone()));
-    }
-    fn join_leave(&self, _: &str, _: &Bytes, _: bool) {}
-    fn resync(&self, _: &str) {}
-    fn serves(&self, _: &str) -> bool {
-        false
-    }
-    fn local_channels(&self) -> Vec<(String, usize)> {
-        Vec::new()
-    }
-    fn status(&self) -> NodeStatus {
-        NodeStatus::default()
-    }
-    fn leaving(&self) -> bool {
-        false
-    }
-    fn control(&self, _: Control) -> BoxFuture<'static, ()> {
-        future::ready(()).boxed()
-    }
-}
 
 fn publication(text: &str) -> Publication {
     Publication {
@@ -90,13 +61,14 @@ fn offsets_increase_and_history_is_bounded() {
 #[test]
 fn publications_reach_the_hub_encoded_once() {
     let b = Inner::default();
-    let events = Arc::new(Recorder::default());
-    let _ = b.events.set(events.clone());
+    let hub = Arc::new(Hub::new(1 << 20));
+    let q = Arc::new(Outbound::new(1 << 20));
+    hub.add("c", 1, q.clone(), false, false);
+    let _ = b.events.set(Arc::new(ToHub(hub)));
     b.publish("c", publication("x"), &ns(10), false, None);
-    let got = events.publications.lock();
-    assert_eq!((got[0].0.as_str(), got[0].1), ("c", 1));
+    let items = q.take().items;
     assert_eq!(
-        std::str::from_utf8(&got[0].2).unwrap(),
+        std::str::from_utf8(&items[0]).unwrap(),
         r#"{"push":{"channel":"c","pub":{"data":"x","offset":1}}}"#
     );
 }
