@@ -12,7 +12,6 @@
 
 use crate::node::Node;
 use herald_shared::protocol::DisconnectCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,13 +22,13 @@ pub async fn run(node: &Arc<Node>) {
     let opts = node.config.drain.clone();
     let started = Instant::now();
     let deadline = started + opts.timeout;
-    node.draining.store(true, Ordering::Relaxed);
+    node.set_draining();
     metrics::gauge!(crate::metrics::DRAINING).set(1.0);
     tracing::info!(
         grace_s = opts.grace.as_secs_f64(),
         window_s = opts.window.as_secs_f64(),
         timeout_s = opts.timeout.as_secs_f64(),
-        clients = node.registry.all().len(),
+        clients = node.registry.num_clients(),
         "draining: not ready, refusing new connections"
     );
     tokio::time::sleep_until((started + opts.grace).min(deadline)).await;
@@ -44,7 +43,7 @@ pub async fn run(node: &Arc<Node>) {
         .is_err()
     {
         tracing::warn!(
-            sessions = node.sessions.load(Ordering::Relaxed),
+            sessions = node.registry.slots(),
             "drain: sessions still open at the deadline; exiting anyway"
         );
     }
@@ -63,7 +62,7 @@ const CLOSE_RESERVE: Duration = Duration::from_secs(1);
 
 /// Disconnects the connected clients evenly over `window` (all at once when zero).
 async fn disconnect_spread(node: &Arc<Node>, window: Duration) {
-    let conns = node.registry.all();
+    let conns = node.registry.connected_all();
     let total = conns.len();
     if total == 0 {
         return;

@@ -9,10 +9,12 @@
 //! [`Hub::go_live`] releases those newer than what the history already gave it. That is
 //! how live delivery and backfill merge without a gap or a duplicate.
 
-use crate::session::outbound::{Outbound, Pushed};
+use crate::conn::outbound::{Outbound, Pushed};
 use bytes::Bytes;
+use herald_shared::protocol::DisconnectCode;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 const SHARDS: usize = 64;
 
@@ -94,9 +96,7 @@ impl Hub {
     }
 
     fn channel(&self, channel: &str) -> Option<Arc<Mutex<Channel>>> {
-        let shard = self.shards[shard_of(channel)]
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let shard = self.shards[shard_of(channel)].read();
         shard.get(channel).cloned()
     }
 
@@ -110,11 +110,9 @@ impl Hub {
         join_leave: bool,
         syncing: bool,
     ) -> bool {
-        let mut shard = self.shards[shard_of(channel)]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shards[shard_of(channel)].write();
         let entry = shard.entry(Arc::from(channel)).or_default().clone();
-        let mut ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ch = entry.lock();
         let first = ch.subs.is_empty();
         ch.subs.retain(|s| s.conn_id != conn_id);
         ch.subs.push(Subscriber {
@@ -130,13 +128,11 @@ impl Hub {
 
     /// Removes a subscriber. Returns true when the channel has no local subscriber left.
     pub fn remove(&self, channel: &str, conn_id: u64) -> bool {
-        let mut shard = self.shards[shard_of(channel)]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shards[shard_of(channel)].write();
         let Some(entry) = shard.get(channel).cloned() else {
             return true;
         };
-        let mut ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ch = entry.lock();
         ch.subs.retain(|s| s.conn_id != conn_id);
         let empty = ch.subs.is_empty();
         drop(ch);
@@ -153,7 +149,7 @@ impl Hub {
         let Some(entry) = self.channel(channel) else {
             return false;
         };
-        let mut ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ch = entry.lock();
         let Some(sub) = ch.subs.iter_mut().find(|s| s.conn_id == conn_id) else {
             return false;
         };
@@ -174,7 +170,7 @@ impl Hub {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
-        let mut ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ch = entry.lock();
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
         for sub in ch.subs.iter_mut() {
@@ -183,8 +179,7 @@ impl Hub {
                     sub.pending_bytes += message.len();
                     if sub.pending_bytes > max_pending {
                         // Held back too much while syncing: the client must resync.
-                        sub.out
-                            .close(herald_shared::protocol::DisconnectCode::InsufficientState);
+                        sub.out.close(DisconnectCode::InsufficientState);
                         sub.pending = Some(Vec::new());
                         sub.pending_bytes = 0;
                         f.slow += 1;
@@ -208,7 +203,7 @@ impl Hub {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
-        let ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = entry.lock();
         let mut f = Fanout::default();
         for sub in ch.subs.iter() {
             if !(force || sub.join_leave) || sub.pending.is_some() {
@@ -225,11 +220,11 @@ impl Hub {
 
     /// Closes every local subscriber of `channel` with `code` (the channel's stream
     /// could not be followed; they reconnect and recover).
-    pub fn close_channel(&self, channel: &str, code: herald_shared::protocol::DisconnectCode) {
+    pub fn close_channel(&self, channel: &str, code: DisconnectCode) {
         let Some(entry) = self.channel(channel) else {
             return;
         };
-        let ch = entry.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = entry.lock();
         for sub in ch.subs.iter() {
             sub.out.close(code);
         }
@@ -244,9 +239,9 @@ impl Hub {
     pub fn channels(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            let shard = shard.read();
             for (name, ch) in shard.iter() {
-                let n = ch.lock().unwrap_or_else(|e| e.into_inner()).subs.len();
+                let n = ch.lock().subs.len();
                 out.push((name.to_string(), n));
             }
         }

@@ -4,45 +4,59 @@
 //! protocol (JSON), serves the server API, `/healthz`, `/readyz` and `/metrics`.
 //!
 //! # Layout
-//! - [`config`]: settings, their defaults and loading.
-//! - [`server`]: accept loop, HTTP routing, upgrade, probes.
-//! - [`session`]: one client connection: reader, writer, protocol handler, queue.
-//! - [`hub`]: local subscriptions and fan-out.
-//! - [`broker`]: offsets, history, presence; embedded or NATS.
-//! - [`api`]: the server API; [`control`]: its actions on connections.
-//! - [`node`]: shared state of a running node.
-//! - [`metrics`]: metric names.
-//! - [`token_cmd`]: the `herald-node token` subcommand.
+//!
+//! Each layer uses only the ones below it (the README's "Inside the node" has the map):
+//! - [`server`]: accept loop, HTTP routing, upgrade, probes; hands over to
+//! - [`api`] (the server API) and [`session`] (one client connection, its commands),
+//!   which both work through
+//! - [`channel`]: the channel operations (publish, history, presence, attach, detach,
+//!   server-side actions) with their checks, on top of
+//! - [`node`]: the shared state, holding the [`hub`] (local fan-out), the [`broker`]
+//!   (offsets, history, presence; embedded or NATS) and the [`conn`] registry;
+//!   [`events`] is the node's side of the broker.
+//! - [`conn`]: per-connection state and its outbound queue, the bottom layer.
+//! - [`config`], [`metrics`]: settings and metric names, used everywhere.
+//! - [`drain`]: leaving without a herd; [`token_cmd`]: the `herald-node token` subcommand.
 
 pub mod api;
 pub mod broker;
+pub mod channel;
 pub mod config;
-pub mod control;
+pub mod conn;
 pub mod drain;
+pub mod events;
 pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod token_cmd;
 
+// Only the integration tests speak WebSocket as a client.
+#[cfg(test)]
+use tokio_tungstenite as _;
+
+use broker::memory::MemoryBroker;
+use broker::nats::NatsBroker;
+use broker::Broker;
 use node::Node;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Builds the node's state for `config`: the embedded broker, or NATS when
+/// Builds and starts the node's state for `config`: the embedded broker, or NATS when
 /// `HERALD_NATS_URL` is set (the Prometheus recorder is process-wide).
 pub async fn build(config: config::NodeConfig) -> Result<Arc<Node>, node::NodeError> {
     let prometheus = herald_shared::telemetry::install_metrics_recorder();
     let hub = Arc::new(hub::Hub::new(config.limits.queue_max_bytes));
-    let broker = match &config.nats_url {
-        None => broker::Broker::Memory(broker::memory::MemoryBroker::new(hub.clone())),
-        Some(url) => broker::Broker::Nats(
-            broker::nats::NatsBroker::connect(
+    let broker: Box<dyn Broker> = match &config.nats_url {
+        None => Box::new(MemoryBroker::new()),
+        Some(url) => Box::new(
+            NatsBroker::connect(
                 url,
                 &config.node_id,
-                hub.clone(),
                 config.namespaces.clone(),
                 config.cluster.clone(),
             )
@@ -50,7 +64,8 @@ pub async fn build(config: config::NodeConfig) -> Result<Arc<Node>, node::NodeEr
         ),
     };
     let node = Node::new(config, prometheus, hub, broker)?;
-    node.broker.start(&node);
+    let events = Arc::new(events::NodeEvents::new(&node));
+    node.broker.start(events, node.stop.clone());
     Ok(node)
 }
 

@@ -1,7 +1,11 @@
 //! `herald-node`: wires configuration, tracing, the listener and signals, then hands
 //! over to the library. `herald-node token ...` prints a JWT for quick starts.
 
+// The binary's dependencies are the library's; the lint checks them there.
+#![allow(unused_crate_dependencies)]
+
 use herald_shared::config::{exit_with, EnvLookup};
+use herald_shared::net::exit;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +24,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("herald-node token: {e}");
-                    ExitCode::from(64)
+                    ExitCode::from(exit::USAGE)
                 }
             };
         }
@@ -31,7 +35,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("herald-node healthcheck: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(exit::FAILURE)
                 }
             };
         }
@@ -46,34 +50,31 @@ fn main() -> ExitCode {
         }
         Some(other) => {
             eprintln!("herald-node: unknown argument {other:?}\n\n{USAGE}");
-            return ExitCode::from(64);
+            return ExitCode::from(exit::USAGE);
         }
         None => {}
     }
     herald_shared::telemetry::init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match herald_shared::net::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("herald-node: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     runtime.block_on(async move {
-        let listener = match herald_node::server::bind(config.listen) {
+        let listener = match herald_shared::net::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("herald-node: cannot listen on {}: {e}", config.listen);
-                return ExitCode::from(71);
+                return ExitCode::from(exit::CANNOT_BIND);
             }
         };
         let addr = listener.local_addr().unwrap_or(config.listen);
         let shutdown = CancellationToken::new();
         if let Err(e) = herald_shared::net::cancel_on_signal(shutdown.clone()) {
             eprintln!("herald-node: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
         // Only now: whoever waits for this line may send SIGTERM right after it.
         print_banner(&config, addr);
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("herald-node: {e:#}");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
         }
     })
@@ -144,17 +145,17 @@ fn drain_cmd(config: &herald_node::config::NodeConfig) -> ExitCode {
     let target = healthcheck::local_target(config.listen);
     let Some(key) = config.api_key.as_deref() else {
         eprintln!("herald-node drain: HERALD_API_KEY is not set");
-        return ExitCode::from(64);
+        return ExitCode::from(exit::USAGE);
     };
     match healthcheck::request(target, "POST", "/admin/drain", &[("X-API-Key", key)]) {
         Ok(202) => {}
         Ok(code) => {
             eprintln!("herald-node drain: /admin/drain answered {code}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
         Err(e) => {
             eprintln!("herald-node drain: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     }
     let deadline =
@@ -166,5 +167,5 @@ fn drain_cmd(config: &herald_node::config::NodeConfig) -> ExitCode {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     eprintln!("herald-node drain: still answering after the drain timeout");
-    ExitCode::FAILURE
+    ExitCode::from(exit::FAILURE)
 }

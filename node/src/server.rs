@@ -5,55 +5,31 @@
 use crate::node::Node;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
+use hyper::header::{HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use herald_shared::http::{full, json, Body};
 
-/// Largest request head (request line and headers) read from a client, bytes; a
-/// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
-/// that much memory; browsers send a few KiB (cookies included).
-pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
-pub use herald_shared::net::LISTEN_BACKLOG;
-
-/// Binds a listener with a backlog large enough for connect storms.
-pub use herald_shared::net::bind;
+pub use herald_shared::net::{bind, LISTEN_BACKLOG, MAX_REQUEST_HEAD};
 
 /// Accepts connections until `node.stop` fires.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     while let Some((stream, remote)) = herald_shared::net::accept(&listener, &node.stop).await {
         let node2 = node.clone();
         node.tracker.spawn(async move {
-            let io = TokioIo::new(stream);
             let svc_node = node2.clone();
             let service = hyper::service::service_fn(move |req| {
                 let node = svc_node.clone();
                 async move { Ok::<_, hyper::Error>(route(node, req, remote).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .max_header_size(MAX_REQUEST_HEAD)
-                .header_read_timeout(node2.config.limits.handshake_timeout)
-                .serve_connection(io, service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(client.addr = %remote, error = %e, "http connection ended");
-                    }
-                }
-                _ = node2.stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
+            let timeout = node2.config.limits.handshake_timeout;
+            if let Err(e) =
+                herald_shared::net::serve_http1(stream, service, timeout, &node2.stop).await
+            {
+                tracing::debug!(client.addr = %remote, error = %e, "http connection ended");
             }
         });
     }
@@ -65,14 +41,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> R
         (&Method::GET, "/connection/websocket") => upgrade(node, req, remote),
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => readyz(&node),
-        (&Method::GET, "/metrics") => {
-            let mut r = Response::new(full(node.prometheus.render()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => herald_shared::http::metrics(node.prometheus.render()),
         (&Method::POST, "/admin/drain") => admin_drain(&node, &req),
         (_, "/admin/drain") => json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -96,19 +65,19 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> R
 
 /// `POST /admin/drain` (API key in `X-API-Key`): drain and exit, as on SIGTERM.
 fn admin_drain(node: &Node, req: &Request<Incoming>) -> Response<Body> {
-    if !crate::api::key_ok(node, req) {
+    if !crate::api::key::key_ok(node, req) {
         return json(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"missing or wrong X-API-Key"}"#,
         );
     }
-    let already = node.drain_requested.is_cancelled() || node.draining.load(Ordering::Relaxed);
+    let already = node.drain_requested.is_cancelled() || node.is_draining();
     node.drain_requested.cancel();
     let d = &node.config.drain;
     let body = serde_json::json!({
         "draining": true,
         "already": already,
-        "clients": node.registry.all().len(),
+        "clients": node.registry.num_clients(),
         "grace": d.grace.as_secs_f64(),
         "window": d.window.as_secs_f64(),
         "timeout": d.timeout.as_secs_f64(),
@@ -158,7 +127,7 @@ fn refuse(reason: &'static str, status: StatusCode, message: &str) -> Response<B
 }
 
 fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-    if node.draining.load(Ordering::Relaxed) || node.stop.is_cancelled() {
+    if node.is_leaving() {
         let mut r = refuse(
             "draining",
             StatusCode::SERVICE_UNAVAILABLE,
@@ -193,9 +162,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
         return refuse("origin", StatusCode::FORBIDDEN, "origin not allowed");
     }
     // Count the session before upgrading so a storm cannot overshoot the limit.
-    let open = node.sessions.fetch_add(1, Ordering::Relaxed);
-    if open >= node.config.limits.max_connections {
-        node.sessions.fetch_sub(1, Ordering::Relaxed);
+    if !node.registry.reserve(node.config.limits.max_connections) {
         let mut r = refuse(
             "limit",
             StatusCode::SERVICE_UNAVAILABLE,
@@ -208,7 +175,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
         Err(e) => {
-            node.sessions.fetch_sub(1, Ordering::Relaxed);
+            node.registry.release();
             return refuse("bad_handshake", StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -219,7 +186,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
             // itself (see `session::frames`).
             Ok(ws) => crate::session::serve(node2, ws.into_inner().into_inner(), remote).await,
             Err(e) => {
-                node2.sessions.fetch_sub(1, Ordering::Relaxed);
+                node2.registry.release();
                 tracing::debug!(client.addr = %remote, error = %e, "upgrade failed");
             }
         }

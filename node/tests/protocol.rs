@@ -1,5 +1,8 @@
 //! The client protocol end to end against a real node on 127.0.0.1:0.
 
+// A test binary links every dependency of the package; it uses only some of them.
+#![allow(unused_crate_dependencies)]
+
 mod common;
 
 use common::{Client, TestNode};
@@ -254,9 +257,7 @@ async fn probes_answer() {
     let (s, body) = common::http(t.addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(s, 200);
     assert!(body.contains("herald_node_connections"), "{body}");
-    t.node
-        .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    t.node.set_draining();
     let (s, body) = common::http(t.addr, "GET", "/readyz", &[], b"").await;
     assert_eq!(s, 503);
     assert!(body.contains("draining"));

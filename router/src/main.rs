@@ -6,14 +6,10 @@
 #![allow(unused_crate_dependencies)]
 
 use herald_shared::config::{exit_with, EnvLookup};
+use herald_shared::net::exit;
 use std::io::Write as _;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-
-/// `EX_USAGE`: an argument the router does not know.
-const EXIT_USAGE: u8 = 64;
-/// `EX_OSERR`: the listen address cannot be bound.
-const EXIT_BIND: u8 = 71;
 
 const USAGE: &str =
     "usage: herald-router            run the router (configured by HERALD_ROUTER_* variables)
@@ -34,7 +30,7 @@ fn main() -> ExitCode {
         }
         Some(other) => {
             eprintln!("herald-router: unknown argument {other:?}\n\n{USAGE}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(exit::USAGE);
         }
     }
     let config = match herald_router::config::load(&EnvLookup) {
@@ -48,34 +44,31 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("herald-router healthcheck: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
         };
     }
     herald_shared::telemetry::init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match herald_shared::net::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("herald-router: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     runtime.block_on(async move {
-        let listener = match herald_router::server::bind(config.listen) {
+        let listener = match herald_shared::net::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("herald-router: cannot listen on {}: {e}", config.listen);
-                return ExitCode::from(EXIT_BIND);
+                return ExitCode::from(exit::CANNOT_BIND);
             }
         };
         let addr = listener.local_addr().unwrap_or(config.listen);
         let shutdown = CancellationToken::new();
         if let Err(e) = herald_shared::net::cancel_on_signal(shutdown.clone()) {
             eprintln!("herald-router: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
         // Only now: whoever waits for this line may send SIGTERM right after it.
         print_banner(&config, addr);

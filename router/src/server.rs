@@ -1,28 +1,16 @@
 //! The client side: the accept loop, the router's own endpoints (`/healthz`, `/readyz`,
 //! `/metrics`), and dispatch of everything else to the proxy.
 
-use crate::proxy::{self, full, json, Body};
+use crate::proxy::{self, json, Body};
 use crate::router::{Router, Slot};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Largest request head (request line and headers) read from a client, bytes; a
-/// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every slow client pin
-/// that much memory; browsers send a few KiB (cookies included).
-pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
-pub use herald_shared::net::LISTEN_BACKLOG;
-/// How long a keep-alive HTTP connection may take to finish its request at shutdown.
-const HTTP_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
-
-/// Binds a listener with a backlog large enough for connect storms.
-pub use herald_shared::net::bind;
+pub use herald_shared::net::{bind, LISTEN_BACKLOG, MAX_REQUEST_HEAD};
 
 /// Accepts client connections until `router.stop` fires.
 pub async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
@@ -43,23 +31,11 @@ pub async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
                     Ok::<_, hyper::Error>(response)
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .max_header_size(MAX_REQUEST_HEAD)
-                .header_read_timeout(router2.config.limits.handshake_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(client.addr = %client, error = %e, "client connection ended");
-                    }
-                }
-                _ = router2.stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(HTTP_SHUTDOWN_WAIT, conn).await;
-                }
+            let timeout = router2.config.limits.handshake_timeout;
+            if let Err(e) =
+                herald_shared::net::serve_http1(stream, service, timeout, &router2.stop).await
+            {
+                tracing::debug!(client.addr = %client, error = %e, "client connection ended");
             }
         });
     }
@@ -86,14 +62,7 @@ async fn route(
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => readyz(&router),
-        (&Method::GET, "/metrics") => {
-            let mut r = Response::new(full(router.prometheus.render()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/metrics") => herald_shared::http::metrics(router.prometheus.render()),
         _ if proxy::headers::is_websocket_upgrade(req.headers()) => {
             proxy::upgrade::handle(router, req, client, slot).await
         }

@@ -9,6 +9,7 @@
 //! - [`config`]: reading settings from the environment or a TOML file; exit code 64 on a bad value.
 //! - [`telemetry`]: tracing (plain or JSON) and the Prometheus recorder.
 //! - [`http`]: response helpers of the node's and the router's HTTP routes.
+//! - [`net`]: runtime, listening, serving HTTP/1, signals and exit codes of both binaries.
 
 pub mod auth;
 pub mod codec;

@@ -1,11 +1,40 @@
-//! Listening and stopping, the same way in every Herald binary: a listener with a
-//! backlog sized for connect storms, an accept step that survives running out of file
-//! descriptors, and SIGTERM/SIGINT turned into a cancellation.
+//! Starting, listening, serving and stopping, the same way in every Herald binary: the
+//! runtime, a listener with a backlog sized for connect storms, an accept step that
+//! survives running out of file descriptors, one HTTP/1 connection served with bounded
+//! request heads and a graceful shutdown, SIGTERM/SIGINT turned into a cancellation,
+//! and the exit codes.
 
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+/// Exit codes of the binaries (from `sysexits.h`, as linkerd2-proxy uses them).
+pub mod exit {
+    /// `EX_USAGE`: an unknown argument or a bad setting (the same as
+    /// [`crate::config::EXIT_CONFIG`]).
+    pub const USAGE: u8 = 64;
+    /// `EX_OSERR`: the listen address cannot be bound.
+    pub const CANNOT_BIND: u8 = 71;
+    /// Anything else that stops a binary from running (the runtime, signal handlers,
+    /// a failure while serving).
+    pub const FAILURE: u8 = 1;
+}
+
+/// Largest request head (request line and headers) read from a client, bytes; a
+/// bigger one is answered 431. hyper's default (its ~400 KiB read buffer) lets every
+/// slow client pin that much memory; browsers send a few KiB (cookies included).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// How long a keep-alive HTTP connection may take to finish its request at shutdown.
+pub const HTTP_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Content type of `/metrics` (the Prometheus text format).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Listen backlog. tokio's default (1024) overflows in connect storms: the kernel then
 /// drops SYNs and clients wait a whole retransmission timeout.
@@ -46,6 +75,47 @@ pub async fn accept(
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
+        }
+    }
+}
+
+/// The multi-threaded tokio runtime every binary runs on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Serves one HTTP/1 connection (upgrades included) with `service`: request heads up
+/// to [`MAX_REQUEST_HEAD`], read within `header_read_timeout`. When `stop` fires, the
+/// connection finishes the request in progress (for at most [`HTTP_SHUTDOWN_WAIT`]) and
+/// closes. An upgraded connection is the service's to track: hyper's graceful shutdown
+/// does not cover it.
+pub async fn serve_http1<S, B>(
+    stream: TcpStream,
+    service: S,
+    header_read_timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .max_header_size(MAX_REQUEST_HEAD)
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HTTP_SHUTDOWN_WAIT, conn).await;
+            Ok(())
         }
     }
 }

@@ -1,34 +1,78 @@
-//! The broker behind the hub: where publications get their offsets, where history and
+//! The broker below the node: where publications get their offsets, where history and
 //! presence live, and how a publication reaches the nodes that have subscribers.
 //!
-//! Two implementations share one interface so sessions never know which one runs:
+//! [`Broker`] is the one interface the node calls; two implementations exist:
 //! - [`memory::MemoryBroker`], the embedded default: one process, everything in memory.
-//! - NATS JetStream (cluster mode), selected by `HERALD_NATS_URL`.
+//! - [`nats::NatsBroker`], NATS JetStream (cluster mode), selected by `HERALD_NATS_URL`.
 //!
-//! The broker delivers what it receives to the local [`Hub`](crate::hub::Hub); it is the
-//! broker's job to hand publications of one channel to the hub in offset order.
+//! A broker never calls up into the node. What it has to hand upward (live
+//! publications and join/leave pushes for local subscribers, server API actions from
+//! other nodes, this node's status) goes through the [`BrokerEvents`] the node
+//! registers with [`Broker::start`], as the centrifuge library's `BrokerEventHandler`.
+//! It is the broker's job to hand publications of one channel upward in offset order.
 
 pub mod memory;
 pub mod nats;
 pub mod presence;
 
 use crate::config::NamespaceOptions;
-use crate::node::Node;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use herald_shared::codec::{Control, NodeStatus};
 use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Errors from the broker. They reach clients as "internal error" (retryable).
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The broker cannot be reached right now.
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    /// The broker answered with something unusable.
-    #[error("broker error: {0}")]
-    Internal(String),
+    /// The NATS connection is down.
+    #[error("NATS is not connected")]
+    NotConnected,
+    /// The JetStream streams are not set up yet.
+    #[error("JetStream streams are not set up yet")]
+    NotSetUp,
+    /// After a reconnect, until every channel caught up with its stream.
+    #[error("restoring channel subscriptions after a NATS reconnect")]
+    Restoring,
+    /// `HERALD_NATS_URL` does not parse.
+    #[error("HERALD_NATS_URL: {0}")]
+    BadUrl(String),
+    /// A NATS or JetStream request failed (`what` says which).
+    #[error("{what}: {source}")]
+    Nats {
+        /// The request that failed.
+        what: &'static str,
+        /// What NATS said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A JetStream request went unanswered within its bound.
+    #[error("{0}: JetStream did not answer in time")]
+    Timeout(&'static str),
+    /// A stream could not be created or updated.
+    #[error("stream {stream}: {source}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// Why.
+        source: Box<BrokerError>,
+    },
 }
+
+impl BrokerError {
+    /// A failed NATS request.
+    pub fn nats(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BrokerError::Nats {
+            what,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// A broker call in flight. Boxed: brokers are used as `dyn Broker`; one allocation
+/// per call (never per recipient) is the price.
+pub type BrokerFuture<'a, T> = BoxFuture<'a, Result<T, BrokerError>>;
 
 /// How long a publish `idempotency_key` is remembered (JetStream's duplicate window in
 /// a cluster, shortened to the namespace's history TTL when that is shorter).
@@ -59,6 +103,23 @@ pub struct Recovery {
     pub recovered: bool,
 }
 
+impl Recovery {
+    /// The answer from a history read after the client's position: its publications
+    /// when they are exactly what was missed, else none at all (never a partial set).
+    pub fn from_history(h: HistoryResult, recovered: bool) -> Self {
+        let position = h.position();
+        Recovery {
+            publications: if recovered {
+                h.publications
+            } else {
+                Vec::new()
+            },
+            position,
+            recovered,
+        }
+    }
+}
+
 /// Presence numbers of a channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PresenceStats {
@@ -68,30 +129,55 @@ pub struct PresenceStats {
     pub users: usize,
 }
 
-/// The broker in use.
-pub enum Broker {
-    /// Embedded, in-process.
-    Memory(memory::MemoryBroker),
-    /// NATS and JetStream (cluster mode).
-    Nats(nats::NatsBroker),
+/// Which presence change to announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinLeave {
+    /// A member joined.
+    Join,
+    /// A member left.
+    Leave,
+    /// A member left because this node drains (likely to rejoin elsewhere; see
+    /// `ClusterOptions::rejoin_grace`).
+    LeaveMoving,
 }
 
-impl Broker {
-    /// A short name for logs and `/api/info`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Broker::Memory(_) => "memory",
-            Broker::Nats(_) => "nats",
-        }
-    }
+/// What a broker hands up to the node it serves. Registered once, at
+/// [`Broker::start`]; the node's implementation forwards deliveries to its hub and
+/// actions to the channel operations.
+pub trait BrokerEvents: Send + Sync + 'static {
+    /// An encoded publication push for `channel` with its offset (0: none), for the
+    /// local subscribers. Called in offset order per channel.
+    fn publication(&self, channel: &str, offset: u64, message: &Bytes);
+    /// An encoded join or leave push for the local subscribers that asked for them
+    /// (`force`: for all of them).
+    fn join_leave(&self, channel: &str, message: &Bytes, force: bool);
+    /// The channel's stream could not be followed: its local subscribers must
+    /// reconnect and recover.
+    fn resync(&self, channel: &str);
+    /// Whether this node has local subscribers of `channel`.
+    fn serves(&self, channel: &str) -> bool;
+    /// Channels with local subscribers, and how many.
+    fn local_channels(&self) -> Vec<(String, usize)>;
+    /// This node's numbers, for heartbeats and `/api/info`.
+    fn status(&self) -> NodeStatus;
+    /// Whether the node is draining or stopping (announced to routers).
+    fn leaving(&self) -> bool;
+    /// A server API action (from any node, this one included) to apply to this
+    /// node's connections; resolves once applied.
+    fn control(&self, control: Control) -> BoxFuture<'static, ()>;
+}
 
-    /// Starts background work that needs the node (NATS set-up, heartbeats, sweeping).
-    pub fn start(&self, node: &Arc<Node>) {
-        match self {
-            Broker::Memory(m) => m.start(node),
-            Broker::Nats(b) => b.start(node),
-        }
-    }
+/// History, presence and delivery across the nodes of a cluster (or within one).
+pub trait Broker: Send + Sync {
+    /// A short name for logs and `/api/info`.
+    fn kind(&self) -> &'static str;
+
+    /// Registers the node's events and starts background work (NATS set-up,
+    /// heartbeats, sweeping) until `stop`.
+    fn start(&self, events: Arc<dyn BrokerEvents>, stop: CancellationToken);
+
+    /// Whether the broker can serve right now (for `/readyz`); `Err` carries the reason.
+    fn ready(&self) -> Result<(), BrokerError>;
 
     /// Publishes to a channel. With history, the publication gets the next offset and is
     /// kept; the returned position is the publication's. Without history offset is 0.
@@ -99,240 +185,77 @@ impl Broker {
     /// [`IDEMPOTENCY_WINDOW`] is not published again; the first one's position is
     /// returned (in a cluster: for channels with history, through JetStream's
     /// de-duplication).
-    pub async fn publish(
-        &self,
-        channel: &str,
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
         publication: Publication,
-        ns: &NamespaceOptions,
+        ns: &'a NamespaceOptions,
         skip_history: bool,
-        idempotency_key: Option<&str>,
-    ) -> Result<StreamPosition, BrokerError> {
-        let started = std::time::Instant::now();
-        let result = match self {
-            Broker::Memory(b) => {
-                Ok(b.publish(channel, publication, ns, skip_history, idempotency_key))
-            }
-            Broker::Nats(b) => {
-                b.publish(channel, &publication, ns, skip_history, idempotency_key)
-                    .await
-            }
-        };
-        if result.is_ok() {
-            metrics::histogram!(crate::metrics::PUBLISH_DURATION)
-                .record(started.elapsed().as_secs_f64());
-        }
-        result
-    }
+        idempotency_key: Option<&'a str>,
+    ) -> BrokerFuture<'a, StreamPosition>;
 
-    /// Tells subscribers who want it that `info` joined `channel`.
-    pub async fn publish_join(
-        &self,
-        channel: &str,
-        info: &ClientInfo,
-        ns: &NamespaceOptions,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.join_leave(channel, info, true, ns);
-                Ok(())
-            }
-            Broker::Nats(b) => b.join_leave(channel, info, nats::JoinLeave::Join, ns).await,
-        }
-    }
+    /// Tells subscribers who want it that `info` joined or left `channel`.
+    fn join_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        info: &'a ClientInfo,
+        kind: JoinLeave,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, ()>;
 
-    /// Tells subscribers who want it that `info` left `channel`.
-    /// `moving`: the member leaves because this node drains (see
-    /// `ClusterOptions::rejoin_grace`).
-    pub async fn publish_leave(
-        &self,
-        channel: &str,
-        info: &ClientInfo,
-        ns: &NamespaceOptions,
-        moving: bool,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.join_leave(channel, info, false, ns);
-                Ok(())
-            }
-            Broker::Nats(b) => {
-                let kind = if moving {
-                    nats::JoinLeave::LeaveMoving
-                } else {
-                    nats::JoinLeave::Leave
-                };
-                b.join_leave(channel, info, kind, ns).await
-            }
-        }
-    }
-
-    /// This node serves `channel` (a local subscriber arrived). Returns once live
+    /// This node serves `channel` (a local subscriber arrived). Resolves once live
     /// delivery is in place, so history read afterwards cannot miss anything.
-    pub async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        match self {
-            // Everything is local: the hub already sees every publication.
-            Broker::Memory(_) => Ok(()),
-            Broker::Nats(b) => b.subscribe(channel).await,
-        }
-    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
     /// This node's last local subscriber of `channel` left.
-    pub async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(_) => Ok(()),
-            Broker::Nats(b) => b.unsubscribe(channel).await,
-        }
-    }
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
     /// Reads a channel's history and its current position.
-    pub async fn history(
-        &self,
-        channel: &str,
-        query: &HistoryQuery,
-        ns: &NamespaceOptions,
-    ) -> Result<HistoryResult, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.history(channel, query, ns)),
-            Broker::Nats(b) => b.history(channel, query, ns).await,
-        }
-    }
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: &'a HistoryQuery,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, HistoryResult>;
 
     /// Everything published after `since`, and whether that is exactly what was missed.
     /// Never a partial set: when something is gone, no publications at all.
-    pub async fn recover(
-        &self,
-        channel: &str,
-        since: &StreamPosition,
-        ns: &NamespaceOptions,
-    ) -> Result<Recovery, BrokerError> {
-        let query = HistoryQuery {
-            since: Some(since.clone()),
-            limit: None,
-            reverse: false,
-            establish_position: true,
-        };
-        let h = self.history(channel, &query, ns).await?;
-        let recovered = match self {
-            // Offsets are contiguous per channel here.
-            Broker::Memory(_) => {
-                since.epoch == h.epoch
-                    && since.offset <= h.offset
-                    && match h.publications.first() {
-                        Some(p) => p.offset == since.offset + 1,
-                        None => since.offset == h.offset,
-                    }
-            }
-            Broker::Nats(b) => b.recoverable(channel, since, h.offset, ns).await?,
-        };
-        let position = h.position();
-        Ok(Recovery {
-            publications: if recovered {
-                h.publications
-            } else {
-                Vec::new()
-            },
-            position,
-            recovered,
-        })
-    }
+    fn recover<'a>(
+        &'a self,
+        channel: &'a str,
+        since: &'a StreamPosition,
+        ns: &'a NamespaceOptions,
+    ) -> BrokerFuture<'a, Recovery>;
 
     /// Drops a channel's history (its offsets continue; its epoch stays).
-    pub async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.remove_history(channel);
-                Ok(())
-            }
-            Broker::Nats(b) => b.remove_history(channel).await,
-        }
-    }
+    fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
     /// Records that connection `client` with `info` is present in `channel`.
-    pub async fn add_presence(
-        &self,
-        channel: &str,
-        client: &str,
-        info: &ClientInfo,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => b.add_presence(channel, client, info),
-            Broker::Nats(b) => b.add_presence(channel, client, info),
-        }
-        Ok(())
-    }
+    fn add_presence<'a>(
+        &'a self,
+        channel: &'a str,
+        client: &'a str,
+        info: &'a ClientInfo,
+    ) -> BrokerFuture<'a, ()>;
 
     /// Removes connection `client` from `channel`'s presence.
-    pub async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => b.remove_presence(channel, client),
-            Broker::Nats(b) => b.remove_presence(channel, client),
-        }
-        Ok(())
-    }
+    fn remove_presence<'a>(&'a self, channel: &'a str, client: &'a str) -> BrokerFuture<'a, ()>;
 
     /// Who is present in `channel`: connection id → info.
-    pub async fn presence(
-        &self,
-        channel: &str,
-    ) -> Result<HashMap<String, ClientInfo>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.presence(channel)),
-            Broker::Nats(b) => b.presence(channel).await,
-        }
-    }
+    fn presence<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, HashMap<String, ClientInfo>>;
 
     /// How many connections and users are present in `channel`.
-    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.presence_stats(channel)),
-            Broker::Nats(b) => b.presence_stats(channel).await,
-        }
-    }
+    fn presence_stats<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, PresenceStats>;
 
     /// Channels with subscribers, and how many (across the cluster).
-    pub async fn channels(&self, node: &Node) -> Result<HashMap<String, u64>, BrokerError> {
-        match self {
-            Broker::Memory(_) => Ok(node
-                .hub
-                .channels()
-                .into_iter()
-                .map(|(c, n)| (c, n as u64))
-                .collect()),
-            Broker::Nats(b) => b.channels().await,
-        }
-    }
+    fn channels(&self) -> BrokerFuture<'_, HashMap<String, u64>>;
 
     /// Every live node's status.
-    pub fn nodes(&self, node: &Node) -> Vec<NodeStatus> {
-        match self {
-            Broker::Memory(_) => vec![nats::node_status(node)],
-            Broker::Nats(b) => b.nodes(),
-        }
-    }
+    fn nodes(&self) -> Vec<NodeStatus>;
 
     /// Applies a server API action on every node's connections.
-    pub async fn control(&self, node: &Arc<Node>, control: Control) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(_) => {
-                crate::control::apply(node, control).await;
-                Ok(())
-            }
-            Broker::Nats(b) => b.control(control).await,
-        }
-    }
-
-    /// Whether the broker can serve right now (for `/readyz`); `Err` carries the reason.
-    pub fn ready(&self) -> Result<(), String> {
-        match self {
-            Broker::Memory(_) => Ok(()),
-            Broker::Nats(b) => b.ready(),
-        }
-    }
+    fn control(&self, control: Control) -> BrokerFuture<'_, ()>;
 
     /// Lets go of the broker at shutdown (NATS: drain the connection).
-    pub async fn close(&self) {
-        if let Broker::Nats(b) = self {
-            b.close().await;
-        }
-    }
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

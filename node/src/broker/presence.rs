@@ -3,8 +3,8 @@
 
 use super::PresenceStats;
 use herald_shared::protocol::ClientInfo;
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 /// Channel → connection id → who.
 #[derive(Default)]
@@ -15,7 +15,7 @@ pub struct LocalPresence {
 impl LocalPresence {
     /// Records a member.
     pub fn add(&self, channel: &str, client: &str, info: &ClientInfo) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock();
         p.entry(channel.to_owned())
             .or_default()
             .insert(client.to_owned(), info.clone());
@@ -23,7 +23,7 @@ impl LocalPresence {
 
     /// Removes a member.
     pub fn remove(&self, channel: &str, client: &str) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock();
         if let Some(m) = p.get_mut(channel) {
             m.remove(client);
             if m.is_empty() {
@@ -34,7 +34,7 @@ impl LocalPresence {
 
     /// Members of a channel.
     pub fn get(&self, channel: &str) -> HashMap<String, ClientInfo> {
-        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let p = self.inner.lock();
         p.get(channel).cloned().unwrap_or_default()
     }
 }

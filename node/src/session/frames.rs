@@ -9,7 +9,7 @@
 //! memory per connection fell from 10.9 to 4.1 KiB once this reader replaced it (and
 //! the writer stopped keeping buffers between writes, see `writer`).
 //!
-//! So, unlike fastwebsockets (STYLE's model of "one reused read buffer"), this reader
+//! So, unlike fastwebsockets (which keeps one reused read buffer per connection), this reader
 //! holds a buffer only while a frame is arriving. It waits for the socket to become
 //! readable with no buffer at all, reads what is there, and frees the buffer once
 //! every complete frame in it has been handled. A busy connection pays one allocation

@@ -10,30 +10,36 @@
 //! holds no buffer while the client is quiet) and written by the writer.
 //!
 //! # Layout
-//! - [`conn`]: per-connection state shared with the hub and the server API.
 //! - [`frames`]: client frames in, server frame headers out (RFC 6455 section 5).
-//! - [`outbound`]: the bounded outbound queue.
-//! - [`handler`]: the client protocol's commands.
+//! - `reassembly`: fragmented messages; `close`: transport closes.
+//! - [`handler`]: the dispatcher: rate limit, command order, replies.
+//! - `cmd`: the client protocol's commands, one file per command or group.
 //! - [`writer`]: the writer task.
+//!
+//! The connection's state and queue are [`crate::conn`], a layer below.
 
-pub mod conn;
+mod close;
+mod cmd;
 pub mod frames;
 pub mod handler;
-pub mod outbound;
+mod rate;
+mod reassembly;
 pub mod writer;
 
+use crate::channel::subscribe::detach;
+use crate::conn::outbound::CloseReason;
+use crate::conn::Conn;
 use crate::node::Node;
 use bytes::Bytes;
-use conn::Conn;
+use close::{binary_refused, close_answer, close_for_error, transport_close, ws_close};
 use fastwebsockets::OpCode;
-use frames::{FrameReader, ReadError};
+use frames::FrameReader;
 use handler::{Flow, Session};
 use herald_shared::protocol::DisconnectCode;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use outbound::CloseReason;
+use reassembly::Reassembly;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -47,23 +53,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// connection until the writer's own stall timeout.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
-/// RFC 6455 close codes used for transport-level problems.
-mod ws_close {
-    pub const NORMAL: u16 = 1000;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-}
-
-fn transport_close(code: u16, reason: &'static str) -> CloseReason {
-    CloseReason {
-        code,
-        reason: reason.into(),
-        push: false,
-    }
-}
-
 /// Runs a connection from the completed upgrade to its end.
 pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
     // The node serves plain TCP (TLS ends at the load balancer), so the upgraded
@@ -71,7 +60,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => parts,
         Err(_) => {
-            node.sessions.fetch_sub(1, Ordering::Relaxed);
+            node.registry.release();
             tracing::error!(client.addr = %remote, "upgraded connection is not a TCP stream");
             return;
         }
@@ -85,7 +74,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
         node.metrics.connections.increment(1.0);
         // Listed before looking at `stop`: shutdown either finds it in the list or has
         // already fired `stop` (see `Node::stop_sessions`).
-        node.open.insert(id, conn.out.clone());
+        node.registry.open(conn.clone());
         if node.stop.is_cancelled() {
             conn.out.close(DisconnectCode::Shutdown);
         }
@@ -130,9 +119,7 @@ async fn read_loop(
     rd: &tokio::net::tcp::OwnedReadHalf,
 ) {
     let mut session = Session::new(node.clone(), conn.clone());
-    let max = node.config.limits.max_message_size;
-    // A message arriving in fragments: opcode of its first frame and the bytes so far.
-    let mut partial: Option<(OpCode, Vec<u8>)> = None;
+    let mut fragments = Reassembly::new(node.config.limits.max_message_size);
     // The client sent its close: nothing more will come, no need to linger for it.
     let mut peer_closed = false;
 
@@ -169,7 +156,7 @@ async fn read_loop(
                 peer_closed = true;
                 break;
             }
-            OpCode::Text | OpCode::Binary if partial.is_some() => {
+            OpCode::Text | OpCode::Binary if fragments.in_progress() => {
                 conn.out.close(transport_close(
                     ws_close::PROTOCOL_ERROR,
                     "expected continuation",
@@ -177,14 +164,11 @@ async fn read_loop(
                 break;
             }
             OpCode::Text | OpCode::Binary if !frame.fin => {
-                partial = Some((frame.opcode, frame.payload.to_vec()));
+                fragments.start(frame.opcode, frame.payload);
                 None
             }
             OpCode::Binary => {
-                conn.out.close(transport_close(
-                    ws_close::UNSUPPORTED_DATA,
-                    "binary frames are not supported: use JSON text frames",
-                ));
+                conn.out.close(binary_refused());
                 break;
             }
             OpCode::Text if std::str::from_utf8(frame.payload).is_err() => {
@@ -204,36 +188,13 @@ async fn read_loop(
                 }
                 None
             }
-            OpCode::Continuation => {
-                let Some((_, buf)) = partial.as_mut() else {
-                    conn.out.close(transport_close(
-                        ws_close::PROTOCOL_ERROR,
-                        "unexpected continuation",
-                    ));
-                    break;
-                };
-                if buf.len() + frame.payload.len() > max {
-                    conn.out.close(transport_close(
-                        ws_close::MESSAGE_TOO_BIG,
-                        "message too big",
-                    ));
+            OpCode::Continuation => match fragments.next(frame.payload, frame.fin) {
+                Ok(message) => message,
+                Err(close) => {
+                    conn.out.close(close);
                     break;
                 }
-                buf.extend_from_slice(frame.payload);
-                if frame.fin {
-                    let (op, buf) = partial.take().expect("partial message");
-                    if op == OpCode::Binary {
-                        conn.out.close(transport_close(
-                            ws_close::UNSUPPORTED_DATA,
-                            "binary frames are not supported: use JSON text frames",
-                        ));
-                        break;
-                    }
-                    Some(buf)
-                } else {
-                    None
-                }
-            }
+            },
             // Pongs (answers to pings we never send) are ignored.
             OpCode::Pong => None,
         };
@@ -266,65 +227,10 @@ async fn read_loop(
     .await;
 }
 
-/// How to answer a client's close frame (RFC 6455 section 5.5.1): echo its code, or
-/// 1002 for a malformed close (1 byte, or a code no endpoint may send), 1007 for a
-/// reason that is not UTF-8.
-fn close_answer(payload: &[u8]) -> CloseReason {
-    match payload {
-        [] => transport_close(ws_close::NORMAL, ""),
-        [_] => transport_close(ws_close::PROTOCOL_ERROR, "invalid close frame"),
-        [hi, lo, reason @ ..] => {
-            let code = u16::from_be_bytes([*hi, *lo]);
-            if std::str::from_utf8(reason).is_err() {
-                transport_close(ws_close::INVALID_PAYLOAD, "invalid UTF-8")
-            } else if !fastwebsockets::CloseCode::from(code).is_allowed() {
-                transport_close(ws_close::PROTOCOL_ERROR, "invalid close code")
-            } else {
-                transport_close(code, "")
-            }
-        }
-    }
-}
-
-/// The close code for a read error, or `None` when the peer is simply gone.
-fn close_for_error(e: &ReadError) -> Option<CloseReason> {
-    Some(match e {
-        ReadError::TooBig => transport_close(ws_close::MESSAGE_TOO_BIG, "message too big"),
-        ReadError::Protocol(why) => transport_close(ws_close::PROTOCOL_ERROR, why),
-        ReadError::Eof | ReadError::Io(_) => return None,
-    })
-}
-
 /// Removes every trace of a closed connection: subscriptions, presence, registry.
 async fn cleanup(node: &Arc<Node>, conn: &Arc<Conn>) {
-    let channels: Vec<String> = conn
-        .channels
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
-    for channel in channels {
-        handler::unsubscribe_conn(node, conn, &channel).await;
+    for channel in conn.channel_names() {
+        detach(node, conn, &channel).await;
     }
-    node.registry.remove(conn);
-    node.open.remove(conn.id);
-    node.sessions.fetch_sub(1, Ordering::Relaxed);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_frames_are_echoed_or_refused() {
-        let code = |p: &[u8]| close_answer(p).code;
-        assert_eq!(code(b""), 1000);
-        assert_eq!(code(&[0x03]), 1002, "one byte");
-        assert_eq!(code(&4000u16.to_be_bytes()), 4000);
-        assert_eq!(code(b"\x03\xe8bye"), 1000);
-        assert_eq!(code(&1005u16.to_be_bytes()), 1002, "reserved, never sent");
-        assert_eq!(code(&999u16.to_be_bytes()), 1002);
-        assert_eq!(code(b"\x03\xe8\xff"), 1007, "reason not UTF-8");
-    }
+    node.registry.close(conn);
 }

@@ -13,9 +13,9 @@
 //! either, and is closed as slow (3008) instead of holding the writer, its connection
 //! slot and its socket forever.
 
-use super::conn::Conn;
 use super::frames::{server_head, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEAD};
-use super::outbound::CloseReason;
+use crate::conn::outbound::CloseReason;
+use crate::conn::Conn;
 use crate::node::Node;
 use fastwebsockets::OpCode;
 use herald_shared::protocol::reply::encode_disconnect_push;

@@ -15,24 +15,24 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
-pub const API_KEY: &str = "test-api-key";
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SECRET: &str = "test-secret-0123456789abcdef";
+pub(crate) const API_KEY: &str = "test-api-key";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A node running in this process.
-pub struct TestNode {
-    pub addr: SocketAddr,
-    pub node: Arc<Node>,
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<()>,
+pub(crate) struct TestNode {
+    pub(crate) addr: SocketAddr,
+    pub(crate) node: Arc<Node>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl TestNode {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut config = NodeConfig::for_tests(SECRET, API_KEY);
         tweak(&mut config);
         let listener = herald_node::server::bind(config.listen).expect("bind");
@@ -48,12 +48,12 @@ impl TestNode {
         }
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/connection/websocket", self.addr)
     }
 
     /// Calls the server API; returns (status, body as JSON).
-    pub async fn api(&self, method: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn api(&self, method: &str, body: Value) -> (u16, Value) {
         let (status, text) = http(
             self.addr,
             "POST",
@@ -67,7 +67,7 @@ impl TestNode {
 }
 
 /// A connection token for `user`.
-pub fn token(user: &str, ttl: Option<u64>) -> String {
+pub(crate) fn token(user: &str, ttl: Option<u64>) -> String {
     let claims = MintClaims {
         sub: user.into(),
         exp: ttl.map(|t| herald_shared::auth::now_secs() + t),
@@ -82,7 +82,7 @@ pub fn token(user: &str, ttl: Option<u64>) -> String {
 }
 
 /// Minimal HTTP/1.1 request; returns (status, body).
-pub async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -118,17 +118,17 @@ pub async fn http(
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// A raw protocol client: sends JSON commands, collects replies and pushes.
-pub struct Client {
-    pub ws: Ws,
+pub(crate) struct Client {
+    pub(crate) ws: Ws,
     next_id: u32,
     /// Messages received but not yet consumed.
-    pub inbox: std::collections::VecDeque<Value>,
+    pub(crate) inbox: std::collections::VecDeque<Value>,
     /// Close frame received, if any.
-    pub closed: Option<u16>,
+    pub(crate) closed: Option<u16>,
 }
 
 impl Client {
-    pub async fn open(url: &str) -> Client {
+    pub(crate) async fn open(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
@@ -141,7 +141,7 @@ impl Client {
     }
 
     /// Opens and connects with a token for `user`.
-    pub async fn connect(url: &str, user: &str) -> (Client, Value) {
+    pub(crate) async fn connect(url: &str, user: &str) -> (Client, Value) {
         let mut c = Client::open(url).await;
         let reply = c
             .call("connect", serde_json::json!({"token": token(user, None)}))
@@ -149,12 +149,12 @@ impl Client {
         (c, reply)
     }
 
-    pub async fn send_raw(&mut self, text: &str) {
+    pub(crate) async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::Text(text.into())).await.unwrap();
     }
 
     /// Sends a command and waits for its reply (pushes received meanwhile stay in the inbox).
-    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let cmd = serde_json::json!({"id": id, method: params});
@@ -190,7 +190,7 @@ impl Client {
     }
 
     /// Waits for a message matching `pred` and removes it from the inbox.
-    pub async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub(crate) async fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         loop {
             if let Some(i) = self.inbox.iter().position(&pred) {
                 return self.inbox.remove(i);
@@ -202,7 +202,7 @@ impl Client {
     }
 
     /// Waits for the next publication push on `channel`.
-    pub async fn next_pub(&mut self, channel: &str) -> Value {
+    pub(crate) async fn next_pub(&mut self, channel: &str) -> Value {
         let ch = channel.to_owned();
         let m = self
             .wait_for(move |m| {
@@ -214,7 +214,7 @@ impl Client {
     }
 
     /// Reads until the server closes; returns the close code.
-    pub async fn wait_close(&mut self) -> Option<u16> {
+    pub(crate) async fn wait_close(&mut self) -> Option<u16> {
         while self.closed.is_none() && self.read_frame().await {}
         self.closed
     }

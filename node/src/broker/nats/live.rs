@@ -1,61 +1,35 @@
 //! Listening to channels: one NATS subscription and one task per channel this node
 //! serves, started by the first local subscriber and stopped a while after the last.
 //!
-//! The task hands publications to the hub in order. For namespaces with history each
+//! The task hands publications up to the node in order. For namespaces with history each
 //! message carries its stream sequence and the previous sequence of its subject; when
 //! the previous one was never seen here (NATS dropped it, or the connection was down)
 //! the task reads the missing ones from JetStream before going on, so subscribers
 //! never see a gap.
 
 use super::rejoin::HeldLeaves;
-use super::{subjects, Inner, MARKER_HEADER};
+use super::state::{Inner, LiveChannel, MARKER_HEADER};
+use super::subjects;
 use crate::broker::BrokerError;
 use async_nats::Message;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_shared::codec::{self, Envelope};
 use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
-use herald_shared::protocol::{DisconnectCode, Publication};
+use herald_shared::protocol::Publication;
 use std::sync::Arc;
-use tokio::sync::{oneshot, OnceCell};
-
-/// One channel this node listens to.
-pub struct LiveChannel {
-    /// Set once the NATS subscription is active at the server.
-    ready: OnceCell<()>,
-    /// Asks the task to catch up with the stream (after a reconnect); answered when done.
-    catch_up: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<()>>,
-    catch_up_rx:
-        std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<oneshot::Sender<()>>>>,
-    /// The task; aborted when the node stops listening.
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for LiveChannel {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.abort();
-        }
-    }
-}
+use tokio::sync::oneshot;
 
 /// Starts listening to `channel` unless already listening; returns once the
 /// subscription is active at the NATS server, so history read afterwards cannot miss
 /// a publication that is not delivered live.
-pub async fn subscribe(inner: &Arc<Inner>, channel: &str) -> Result<(), BrokerError> {
-    let entry = {
-        let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.entry(channel.to_owned())
-            .or_insert_with(|| {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                Arc::new(LiveChannel {
-                    ready: OnceCell::new(),
-                    catch_up: tx,
-                    catch_up_rx: std::sync::Mutex::new(Some(rx)),
-                    task: std::sync::Mutex::new(None),
-                })
-            })
-            .clone()
-    };
+pub(super) async fn subscribe(inner: &Arc<Inner>, channel: &str) -> Result<(), BrokerError> {
+    let entry = inner
+        .live
+        .lock()
+        .entry(channel.to_owned())
+        .or_insert_with(|| Arc::new(LiveChannel::new()))
+        .clone();
     entry
         .ready
         .get_or_try_init(|| start(inner.clone(), channel.to_owned(), entry.clone()))
@@ -76,13 +50,13 @@ async fn start(
         .client
         .subscribe(subject)
         .await
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        .map_err(|e| BrokerError::nats("NATS subscribe", e))?;
     // The subscription must be active before anyone reads history.
     inner
         .client
         .flush()
         .await
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        .map_err(|e| BrokerError::nats("NATS flush", e))?;
     let baseline = if history {
         let s = inner.ns_stream(&channel)?;
         inner
@@ -91,40 +65,34 @@ async fn start(
     } else {
         0
     };
-    let rx = entry
-        .catch_up_rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .ok_or_else(|| BrokerError::Internal("channel task started twice".into()))?;
+    // `ready` runs this once per entry, so the receiver is still there.
+    let Some(rx) = entry.catch_up_rx.lock().take() else {
+        return Ok(());
+    };
     let task = tokio::spawn(run(inner.clone(), channel, history, sub, rx, baseline));
-    *entry.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    *entry.task.lock() = Some(task);
     Ok(())
 }
 
 /// Stops listening after the configured delay unless a subscriber came back.
-pub fn schedule_unsubscribe(inner: &Arc<Inner>, channel: &str) {
+pub(super) fn schedule_unsubscribe(inner: &Arc<Inner>, channel: &str) {
     let inner = inner.clone();
     let channel = channel.to_owned();
     tokio::spawn(async move {
         tokio::time::sleep(inner.opts.unsubscribe_delay).await;
-        let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
-        // The hub is the truth: a subscriber in the middle of subscribing is already there.
-        if !inner.hub.has_subscribers(&channel) {
-            live.remove(&channel);
+        let mut live = inner.live.lock();
+        // The node is the truth: a subscriber in the middle of subscribing is already there.
+        if !inner.events().is_some_and(|e| e.serves(&channel)) {
+            let gone = live.remove(&channel);
+            drop(live);
+            drop(gone);
         }
     });
 }
 
 /// Asks every channel task to catch up with its stream; returns when all did.
-pub async fn catch_up_all(inner: &Arc<Inner>) {
-    let entries: Vec<Arc<LiveChannel>> = inner
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+pub(super) async fn catch_up_all(inner: &Arc<Inner>) {
+    let entries: Vec<Arc<LiveChannel>> = inner.live.lock().values().cloned().collect();
     for e in entries {
         let (tx, rx) = oneshot::channel();
         if e.catch_up.send(tx).is_ok() {
@@ -137,7 +105,7 @@ pub async fn catch_up_all(inner: &Arc<Inner>) {
 struct Cursor {
     /// Newest sequence when listening started.
     baseline: u64,
-    /// Newest sequence handed to the hub.
+    /// Newest sequence handed up.
     delivered: u64,
 }
 
@@ -170,7 +138,7 @@ async fn run(
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 let force_jl = inner.ns_options(&channel).is_some_and(|ns| ns.force_push_join_leave);
                 for info in held.due(tokio::time::Instant::now()) {
-                    inner.hub.join_leave(&channel, &encode_leave_push(&channel, &info), force_jl);
+                    join_leave(&inner, &channel, &encode_leave_push(&channel, &info), force_jl);
                 }
             }
             Some(done) = catch_up.recv() => {
@@ -226,26 +194,20 @@ async fn handle(
                     tracing::debug!(channel, user = %info.user, "member moved nodes: no leave/join pushed");
                 }
                 Ok(info) => {
-                    inner
-                        .hub
-                        .join_leave(channel, &encode_join_push(channel, &info), force_jl);
+                    join_leave(inner, channel, &encode_join_push(channel, &info), force_jl);
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad join envelope"),
             },
             Ok(Envelope::Leave(w)) => match w.to_info() {
                 Ok(info) => {
-                    inner
-                        .hub
-                        .join_leave(channel, &encode_leave_push(channel, &info), force_jl);
+                    join_leave(inner, channel, &encode_leave_push(channel, &info), force_jl);
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
             },
             Ok(Envelope::LeaveMoving(w)) => match w.to_info() {
                 // Anonymous members cannot be matched with a rejoin: push at once.
                 Ok(info) if info.user.is_empty() => {
-                    inner
-                        .hub
-                        .join_leave(channel, &encode_leave_push(channel, &info), force_jl);
+                    join_leave(inner, channel, &encode_leave_push(channel, &info), force_jl);
                 }
                 Ok(info) => {
                     held.hold(info, tokio::time::Instant::now() + inner.opts.rejoin_grace);
@@ -277,8 +239,23 @@ fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
 }
 
 fn deliver(inner: &Inner, channel: &str, p: &Publication) {
-    let bytes = encode_pub_push(channel, p);
-    inner.hub.publish(channel, p.offset, &bytes);
+    if let Some(events) = inner.events() {
+        events.publication(channel, p.offset, &encode_pub_push(channel, p));
+    }
+}
+
+fn join_leave(inner: &Inner, channel: &str, message: &Bytes, force: bool) {
+    if let Some(events) = inner.events() {
+        events.join_leave(channel, message, force);
+    }
+}
+
+/// Subscribers of a channel whose stream cannot be followed must resubscribe and
+/// recover themselves.
+fn resync(inner: &Inner, channel: &str) {
+    if let Some(events) = inner.events() {
+        events.resync(channel);
+    }
 }
 
 /// Reads and delivers the stored messages between what was seen and `before`.
@@ -316,9 +293,7 @@ async fn repair(inner: &Arc<Inner>, channel: &str, cursor: &mut Cursor, before: 
         Err(e) => {
             // Cannot fill the gap: subscribers must resubscribe and recover themselves.
             tracing::warn!(channel, error = %e, "cannot read missed publications; closing subscribers");
-            inner
-                .hub
-                .close_channel(channel, DisconnectCode::InsufficientState);
+            resync(inner, channel);
         }
     }
 }
@@ -341,9 +316,7 @@ async fn repair_to_newest(inner: &Arc<Inner>, channel: &str, cursor: &mut Cursor
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(channel, error = %e, "cannot check for missed publications; closing subscribers");
-            inner
-                .hub
-                .close_channel(channel, DisconnectCode::InsufficientState);
+            resync(inner, channel);
         }
     }
 }

@@ -13,13 +13,13 @@ use tokio::time::Instant;
 
 /// Held leaves of one channel, by user.
 #[derive(Default)]
-pub struct HeldLeaves {
+pub(super) struct HeldLeaves {
     by_user: HashMap<String, VecDeque<(ClientInfo, Instant)>>,
 }
 
 impl HeldLeaves {
     /// Holds `info`'s leave until `until`.
-    pub fn hold(&mut self, info: ClientInfo, until: Instant) {
+    pub(super) fn hold(&mut self, info: ClientInfo, until: Instant) {
         self.by_user
             .entry(info.user.clone())
             .or_default()
@@ -27,7 +27,7 @@ impl HeldLeaves {
     }
 
     /// A join by `user`: true when it cancels a held leave (push neither).
-    pub fn rejoined(&mut self, user: &str) -> bool {
+    pub(super) fn rejoined(&mut self, user: &str) -> bool {
         let Some(q) = self.by_user.get_mut(user) else {
             return false;
         };
@@ -39,7 +39,7 @@ impl HeldLeaves {
     }
 
     /// When the next held leave is due.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         self.by_user
             .values()
             .filter_map(|q| q.front().map(|(_, at)| *at))
@@ -47,7 +47,7 @@ impl HeldLeaves {
     }
 
     /// Takes the leaves due by `now`, in no particular order.
-    pub fn due(&mut self, now: Instant) -> Vec<ClientInfo> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<ClientInfo> {
         let mut out = Vec::new();
         self.by_user.retain(|_, q| {
             while q.front().is_some_and(|(_, at)| *at <= now) {

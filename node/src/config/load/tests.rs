@@ -1,4 +1,5 @@
 use super::*;
+use herald_shared::auth::{Algorithm, VerifyKey};
 use herald_shared::config::MapLookup;
 use std::io::Write as _;
 

@@ -13,9 +13,9 @@
 
 use bytes::Bytes;
 use herald_shared::protocol::DisconnectCode;
+use parking_lot::{Mutex, MutexGuard};
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use tokio::sync::Notify;
 
 /// Why and how a connection is being closed.
@@ -99,9 +99,8 @@ impl Outbound {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave State inconsistent (plain moves).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Appends one encoded message.

@@ -1,12 +1,23 @@
-//! What the rest of the node knows about one connection: its queue, who it is once
-//! connected, its subscriptions, and the timers its writer enforces.
+//! One client connection as the rest of the node sees it: its outbound queue, who it
+//! is once connected, its subscriptions, and the timers its writer enforces.
+//!
+//! This is the lowest layer of the node: the hub, the channel operations and the
+//! session all use it, and it uses none of them.
+//!
+//! # Layout
+//! - [`outbound`]: the bounded outbound queue every producer appends to.
+//! - [`registry`]: every open connection, found by id, client id or user.
 
-use super::outbound::Outbound;
+pub mod outbound;
+pub mod registry;
+
 use herald_shared::protocol::{ClientInfo, RawJson};
+use outbound::Outbound;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// Who the connection is, fixed by `connect`.
 #[derive(Clone, Debug)]
@@ -39,7 +50,7 @@ pub struct Conn {
     /// Set once by a successful `connect`.
     identity: OnceLock<Identity>,
     /// Subscriptions: channel → state. Touched by the session and the server API.
-    pub channels: Mutex<HashMap<String, ChannelState>>,
+    channels: Mutex<HashMap<String, ChannelState>>,
     /// A ping was sent and no answer has come since.
     pub awaiting_pong: AtomicBool,
     /// Unix seconds when the connection token expires; 0 = never.
@@ -75,6 +86,11 @@ impl Conn {
         self.identity.get().is_some()
     }
 
+    /// User id, empty when anonymous or not connected.
+    pub fn user(&self) -> &str {
+        self.identity().map(|i| i.user.as_str()).unwrap_or("")
+    }
+
     /// The client info shown in presence, joins and publications for `channel`.
     pub fn client_info(&self, chan_info: Option<RawJson>) -> ClientInfo {
         match self.identity() {
@@ -88,10 +104,54 @@ impl Conn {
         }
     }
 
+    /// Whether the connection is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels.lock().contains_key(channel)
+    }
+
+    /// How many channels the connection is subscribed to.
+    pub fn num_channels(&self) -> usize {
+        self.channels.lock().len()
+    }
+
+    /// The `chan_info` of the connection's subscription to `channel`.
+    pub fn chan_info(&self, channel: &str) -> Option<RawJson> {
+        self.channels
+            .lock()
+            .get(channel)
+            .and_then(|s| s.chan_info.clone())
+    }
+
+    /// Channels the connection is subscribed to.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.lock().keys().cloned().collect()
+    }
+
+    /// Records a subscription.
+    pub fn add_channel(&self, channel: &str, state: ChannelState) {
+        self.channels.lock().insert(channel.to_owned(), state);
+    }
+
+    /// Forgets a subscription, returning its state if there was one.
+    pub fn remove_channel(&self, channel: &str) -> Option<ChannelState> {
+        self.channels.lock().remove(channel)
+    }
+
+    /// Sets when the subscription to `channel` expires; false when not subscribed.
+    pub fn set_channel_expiry(&self, channel: &str, expires_at: u64) -> bool {
+        match self.channels.lock().get_mut(channel) {
+            Some(st) => {
+                st.expires_at = expires_at;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The earliest expiry among the connection and its subscriptions (0 = none).
     pub fn next_expiry(&self) -> u64 {
         let mut next = self.expires_at.load(Ordering::Relaxed);
-        let chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let chans = self.channels.lock();
         for st in chans.values() {
             if st.expires_at != 0 && (next == 0 || st.expires_at < next) {
                 next = st.expires_at;
@@ -102,7 +162,7 @@ impl Conn {
 
     /// Channels whose subscription token expired before `now` (unix seconds).
     pub fn expired_channels(&self, now: u64) -> Vec<String> {
-        let chans = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let chans = self.channels.lock();
         chans
             .iter()
             .filter(|(_, st)| st.expires_at != 0 && st.expires_at <= now)

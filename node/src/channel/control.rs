@@ -1,21 +1,21 @@
-//! Server API actions on connections: subscribe, unsubscribe, disconnect.
+//! Server API actions on a user's connections: subscribe, unsubscribe, disconnect.
 //!
 //! The API turns a request into a [`Control`]; the broker brings it to every node (the
-//! embedded broker: just this one), and each node applies it to its own connections here.
+//! embedded broker: just this one), and each node applies it to its own connections
+//! here.
 
+use super::subscribe::{attach, detach, AttachOptions};
+use crate::conn::outbound::CloseReason;
+use crate::conn::ChannelState;
 use crate::node::Node;
-use crate::session::conn::ChannelState;
-use crate::session::handler::{attach, unsubscribe_conn, AttachOptions};
-use crate::session::outbound::CloseReason;
 use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
 use herald_shared::protocol::{DisconnectCode, RawJson, StreamPosition};
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// Applies an action to this node's matching connections.
-pub async fn apply(node: &Arc<Node>, control: Control) {
+pub async fn apply(node: &Node, control: Control) {
     match control {
         Control::Disconnect {
             user,
@@ -25,10 +25,7 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
             reason,
         } => {
             let close = close_reason(code, reason);
-            for conn in node
-                .registry
-                .find(&user, client.as_deref().filter(|c| !c.is_empty()))
-            {
+            for conn in node.registry.find(&user, only(&client)) {
                 let spared = conn
                     .identity()
                     .is_some_and(|i| whitelist.contains(&i.client));
@@ -42,11 +39,8 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
             channel,
             client,
         } => {
-            for conn in node
-                .registry
-                .find(&user, client.as_deref().filter(|c| !c.is_empty()))
-            {
-                if unsubscribe_conn(node, &conn, &channel).await {
+            for conn in node.registry.find(&user, only(&client)) {
+                if detach(node, &conn, &channel).await {
                     conn.out.push(encode_unsubscribe_push(
                         &channel,
                         unsubscribe::SERVER,
@@ -63,7 +57,7 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
             recover_offset,
             recover_epoch,
         } => {
-            let Some(ns) = node.config.namespaces.for_channel(&channel).cloned() else {
+            let Some(ns) = node.config.namespaces.for_channel(&channel) else {
                 return;
             };
             let chan_info = info.as_deref().and_then(|i| RawJson::parse(i).ok());
@@ -71,16 +65,8 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
                 (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
                 _ => None,
             };
-            for conn in node
-                .registry
-                .find(&user, client.as_deref().filter(|c| !c.is_empty()))
-            {
-                let already = conn
-                    .channels
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&channel);
-                if already {
+            for conn in node.registry.find(&user, only(&client)) {
+                if conn.is_subscribed(&channel) {
                     continue;
                 }
                 let state = ChannelState {
@@ -92,7 +78,7 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
                     recover: recover.clone(),
                     reject_unrecovered: false,
                 };
-                match attach(node, &conn, &channel, &ns, state, options).await {
+                match attach(node, &conn, &channel, ns, state, options).await {
                     Ok((result, up_to)) => {
                         conn.out.push(encode_subscribe_push(&channel, &result));
                         node.hub.go_live(&channel, conn.id, up_to);
@@ -104,6 +90,11 @@ pub async fn apply(node: &Arc<Node>, control: Control) {
             }
         }
     }
+}
+
+/// An empty client id means every connection of the user.
+fn only(client: &Option<String>) -> Option<&str> {
+    client.as_deref().filter(|c| !c.is_empty())
 }
 
 /// The close for a disconnect code: known codes keep their protocol reason.
@@ -118,5 +109,65 @@ fn close_reason(code: u16, reason: String) -> CloseReason {
         code,
         reason,
         push: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[tokio::test]
+    async fn subscribe_unsubscribe_and_disconnect_a_user() {
+        let node = testing::node(testing::config(|_| {}));
+        let (a1, a2, b) = (
+            testing::conn(&node, "alice"),
+            testing::conn(&node, "alice"),
+            testing::conn(&node, "bob"),
+        );
+        let subscribe = Control::Subscribe {
+            user: "alice".into(),
+            channel: "news".into(),
+            client: None,
+            info: None,
+            recover_offset: None,
+            recover_epoch: None,
+        };
+        apply(&node, subscribe).await;
+        assert!(a1.is_subscribed("news") && a2.is_subscribed("news"));
+        assert!(!b.is_subscribed("news"));
+        assert!(testing::sent(&a1)[0].contains(r#""subscribe""#));
+
+        let client = a2.identity().map(|i| i.client.clone());
+        let unsubscribe = Control::Unsubscribe {
+            user: "alice".into(),
+            channel: "news".into(),
+            client,
+        };
+        apply(&node, unsubscribe).await;
+        assert!(a1.is_subscribed("news") && !a2.is_subscribed("news"));
+
+        let spared = a1.identity().unwrap().client.clone();
+        let disconnect = Control::Disconnect {
+            user: "alice".into(),
+            client: None,
+            whitelist: vec![spared],
+            code: 4000,
+            reason: String::new(),
+        };
+        apply(&node, disconnect).await;
+        assert!(!a1.out.is_closing() && a2.out.is_closing());
+        assert_eq!(a2.out.close_code(), Some(4000));
+    }
+
+    #[test]
+    fn known_codes_keep_their_reason() {
+        let r = close_reason(DisconnectCode::Shutdown.code(), String::new());
+        assert_eq!(r.reason, DisconnectCode::Shutdown.reason());
+        assert_eq!(
+            close_reason(4999, String::new()).reason,
+            "server disconnect"
+        );
+        assert_eq!(close_reason(4999, "bye".into()).reason, "bye");
     }
 }

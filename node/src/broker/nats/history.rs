@@ -1,0 +1,113 @@
+//! History reads, recovery and purges, by the recovery rule of the [module](super).
+
+use super::state::Inner;
+use super::subjects;
+use crate::broker::{BrokerError, HistoryQuery, Recovery};
+use crate::config::NamespaceOptions;
+use async_nats::jetstream::stream;
+use herald_shared::protocol::{HistoryResult, StreamPosition};
+
+/// Reads history; see [`crate::broker::Broker::history`].
+pub(super) async fn history(
+    inner: &Inner,
+    channel: &str,
+    q: &HistoryQuery,
+    ns: &NamespaceOptions,
+) -> Result<HistoryResult, BrokerError> {
+    if !ns.has_history() {
+        return Ok(HistoryResult::default());
+    }
+    inner.ensure_connected().await?;
+    let s = inner.ns_stream(channel)?;
+    let subject = subjects::publish_subject(channel);
+    let mut top = inner.last_seq(&s.stream, &subject).await?;
+    if top == 0 && q.establish_position {
+        top = inner.write_marker(&s.stream, &subject).await?;
+    }
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let mut publications = Vec::new();
+    if limit > 0 && top > 0 {
+        let after = q.since.as_ref().map(|p| p.offset).unwrap_or(0);
+        publications = inner.read_range(&s.stream, &subject, after, top).await?;
+        // The stream keeps one message more per channel (room for a position
+        // marker); without a marker that extra one is past the history size.
+        let excess = publications.len().saturating_sub(ns.history_size);
+        publications.drain(..excess);
+        if q.reverse {
+            publications.reverse();
+        }
+        publications.truncate(limit);
+    }
+    Ok(HistoryResult {
+        publications,
+        offset: top,
+        epoch: s.epoch,
+    })
+}
+
+/// Recovery by the module's recovery rule.
+pub(super) async fn recover(
+    inner: &Inner,
+    channel: &str,
+    since: &StreamPosition,
+    ns: &NamespaceOptions,
+) -> Result<Recovery, BrokerError> {
+    let query = HistoryQuery {
+        since: Some(since.clone()),
+        limit: None,
+        reverse: false,
+        establish_position: true,
+    };
+    let h = history(inner, channel, &query, ns).await?;
+    let recovered = recoverable(inner, channel, since, h.offset, ns).await?;
+    Ok(Recovery::from_history(h, recovered))
+}
+
+/// Whether recovery from `since` can be complete: it is the channel's newest
+/// position, or it is still stored (see the module's recovery rule).
+async fn recoverable(
+    inner: &Inner,
+    channel: &str,
+    since: &StreamPosition,
+    top: u64,
+    ns: &NamespaceOptions,
+) -> Result<bool, BrokerError> {
+    let s = inner.ns_stream(channel)?;
+    if since.epoch != s.epoch || since.offset > top || !ns.has_history() {
+        return Ok(false);
+    }
+    if since.offset == top {
+        return Ok(true);
+    }
+    if since.offset == 0 {
+        return Ok(false);
+    }
+    match s.stream.direct_get(since.offset).await {
+        Ok(m) => Ok(m.subject.as_str() == subjects::publish_subject(channel)),
+        Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(false),
+        Err(e) => Err(BrokerError::nats("JetStream read", e)),
+    }
+}
+
+pub(super) async fn remove_history(inner: &Inner, channel: &str) -> Result<(), BrokerError> {
+    inner.ensure_connected().await?;
+    let ns = subjects::namespace_of(channel).map(str::to_owned);
+    let has = match &ns {
+        None => inner.namespaces.default.has_history(),
+        Some(n) => inner
+            .namespaces
+            .named
+            .get(n)
+            .is_some_and(|o| o.has_history()),
+    };
+    if !has {
+        return Ok(());
+    }
+    let s = inner.ns_stream(channel)?;
+    s.stream
+        .purge()
+        .filter(subjects::publish_subject(channel))
+        .await
+        .map(|_| ())
+        .map_err(|e| BrokerError::nats("JetStream purge", e))
+}

@@ -1,0 +1,237 @@
+//! Attaching a connection to a channel and detaching it: hub, broker, recovery,
+//! presence, join and leave. Who may subscribe is the caller's question (the session
+//! checks tokens and claims; the server API is trusted).
+
+use crate::broker::{HistoryQuery, JoinLeave};
+use crate::config::NamespaceOptions;
+use crate::conn::{ChannelState, Conn};
+use crate::node::Node;
+use herald_shared::auth::now_secs;
+use herald_shared::protocol::{ErrorCode, StreamPosition, SubscribeResult};
+
+/// How a subscription is attached.
+#[derive(Clone, Debug, Default)]
+pub struct AttachOptions {
+    /// The client asked for join/leave pushes.
+    pub join_leave: bool,
+    /// Recover from this position.
+    pub recover: Option<StreamPosition>,
+    /// Answer error 112 instead of `recovered: false`.
+    pub reject_unrecovered: bool,
+}
+
+/// Subscribes a connection to a channel it is allowed on: registers it in the hub as
+/// syncing, reads the stream position or the missed publications, records presence
+/// and the join. Returns the subscribe result and the offset it delivers up to; the
+/// caller queues the reply, then calls `hub.go_live`.
+pub async fn attach(
+    node: &Node,
+    conn: &Conn,
+    channel: &str,
+    ns: &NamespaceOptions,
+    state: ChannelState,
+    options: AttachOptions,
+) -> Result<(SubscribeResult, u64), ErrorCode> {
+    node.hub.add(
+        channel,
+        conn.id,
+        conn.out.clone(),
+        options.join_leave && ns.join_leave,
+        true,
+    );
+    // Every subscriber waits for the broker: the first one starts live delivery, the
+    // others must not read history before it is in place.
+    if let Err(e) = node.broker.subscribe(channel).await {
+        tracing::warn!(channel = %channel, error = %e, "broker subscribe failed");
+        detach_hub(node, conn, channel).await;
+        return Err(ErrorCode::Internal);
+    }
+
+    let mut result = SubscribeResult::default();
+    let mut delivered_up_to = 0;
+    if ns.has_history() {
+        let read = match &options.recover {
+            Some(since) => node
+                .broker
+                .recover(channel, since, ns)
+                .await
+                .map(|r| (r.position, r.publications, Some(r.recovered)))
+                .map_err(|e| ("recovery read failed", e)),
+            None => {
+                let query = HistoryQuery {
+                    limit: Some(0),
+                    establish_position: true,
+                    ..Default::default()
+                };
+                node.broker
+                    .history(channel, &query, ns)
+                    .await
+                    .map(|h| (h.position(), Vec::new(), None))
+                    .map_err(|e| ("position read failed", e))
+            }
+        };
+        let (position, publications, recovered) = match read {
+            Ok(r) => r,
+            Err((what, e)) => {
+                tracing::warn!(channel = %channel, error = %e, "{what}");
+                detach_hub(node, conn, channel).await;
+                return Err(ErrorCode::Internal);
+            }
+        };
+        delivered_up_to = position.offset;
+        result.epoch = position.epoch;
+        result.offset = position.offset;
+        result.recoverable = ns.recovery;
+        result.positioned = true;
+        if let Some(recovered) = recovered {
+            result.was_recovering = true;
+            if recovered {
+                result.recovered = true;
+                result.publications = publications;
+            } else if options.reject_unrecovered {
+                detach_hub(node, conn, channel).await;
+                return Err(ErrorCode::UnrecoverablePosition);
+            }
+            // Not recoverable: no publications at all, never a partial set.
+        }
+    }
+    if state.expires_at != 0 {
+        result.expires = true;
+        result.ttl = state.expires_at.saturating_sub(now_secs()) as u32;
+    }
+
+    let info = conn.client_info(state.chan_info.clone());
+    conn.add_channel(channel, state);
+    node.metrics.subscriptions.increment(1.0);
+    if ns.presence {
+        if let Err(e) = node.broker.add_presence(channel, &info.client, &info).await {
+            tracing::warn!(channel = %channel, error = %e, "presence add failed");
+        }
+    }
+    if ns.join_leave {
+        if let Err(e) = node
+            .broker
+            .join_leave(channel, &info, JoinLeave::Join, ns)
+            .await
+        {
+            tracing::warn!(channel = %channel, error = %e, "join publish failed");
+        }
+    }
+    Ok((result, delivered_up_to))
+}
+
+async fn detach_hub(node: &Node, conn: &Conn, channel: &str) {
+    if node.hub.remove(channel, conn.id) {
+        let _ = node.broker.unsubscribe(channel).await;
+    }
+}
+
+/// Removes one subscription of a connection: hub, presence, leave push. Used by the
+/// client's `unsubscribe`, the server API and connection close. False when the
+/// connection was not subscribed.
+pub async fn detach(node: &Node, conn: &Conn, channel: &str) -> bool {
+    let Some(state) = conn.remove_channel(channel) else {
+        return false;
+    };
+    node.metrics.subscriptions.decrement(1.0);
+    if node.hub.remove(channel, conn.id) {
+        if let Err(e) = node.broker.unsubscribe(channel).await {
+            tracing::warn!(channel = %channel, error = %e, "broker unsubscribe failed");
+        }
+    }
+    if let Some(ns) = node.config.namespaces.for_channel(channel) {
+        let info = conn.client_info(state.chan_info);
+        if ns.presence {
+            let _ = node.broker.remove_presence(channel, &info.client).await;
+        }
+        if ns.join_leave {
+            // A node on its way out marks the leave: the member likely rejoins elsewhere.
+            let kind = if node.is_leaving() {
+                JoinLeave::LeaveMoving
+            } else {
+                JoinLeave::Leave
+            };
+            let _ = node.broker.join_leave(channel, &info, kind, ns).await;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::publish::{publish, Publish};
+    use crate::channel::Caller;
+    use crate::testing;
+    use herald_shared::protocol::RawJson;
+
+    async fn publish_n(node: &Node, channel: &str, n: usize) {
+        for _ in 0..n {
+            let p = Publish {
+                data: Some(RawJson::parse("1").unwrap()),
+                ..Default::default()
+            };
+            publish(node, Caller::Server, channel, p).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn attach_recovers_then_goes_live() {
+        let node = testing::node(testing::config(|c| c.namespaces.default.presence = true));
+        publish_n(&node, "c", 2).await;
+        let first = testing::conn(&node, "a");
+        let ns = node.config.namespaces.default.clone();
+        let (r, up_to) = attach(
+            &node,
+            &first,
+            "c",
+            &ns,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.offset, up_to, r.recovered), (2, 2, false));
+        let epoch = r.epoch.clone();
+        publish_n(&node, "c", 1).await;
+
+        let second = testing::conn(&node, "b");
+        let options = AttachOptions {
+            recover: Some(StreamPosition { offset: 1, epoch }),
+            ..Default::default()
+        };
+        let (r, up_to) = attach(&node, &second, "c", &ns, Default::default(), options)
+            .await
+            .unwrap();
+        assert!(r.recovered && r.was_recovering);
+        assert_eq!(r.publications.len(), 2);
+        publish_n(&node, "c", 1).await;
+        assert!(testing::sent(&second).is_empty(), "syncing until go-live");
+        node.hub.go_live("c", second.id, up_to);
+        assert_eq!(testing::sent(&second).len(), 1);
+        assert_eq!(node.broker.presence_stats("c").await.unwrap().clients, 2);
+
+        assert!(detach(&node, &second, "c").await);
+        assert!(!detach(&node, &second, "c").await, "only once");
+        assert!(!second.is_subscribed("c"));
+        assert_eq!(node.broker.presence_stats("c").await.unwrap().clients, 1);
+    }
+
+    #[tokio::test]
+    async fn unrecoverable_positions_can_be_refused() {
+        let node = testing::node(testing::config(|_| {}));
+        let conn = testing::conn(&node, "a");
+        let ns = node.config.namespaces.default.clone();
+        let options = AttachOptions {
+            recover: Some(StreamPosition {
+                offset: 5,
+                epoch: "gone".into(),
+            }),
+            reject_unrecovered: true,
+            ..Default::default()
+        };
+        let r = attach(&node, &conn, "c", &ns, Default::default(), options).await;
+        assert_eq!(r.err(), Some(ErrorCode::UnrecoverablePosition));
+        assert!(!node.hub.has_subscribers("c"), "nothing left behind");
+    }
+}

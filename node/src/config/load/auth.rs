@@ -1,0 +1,228 @@
+//! The token verification settings (`HERALD_TOKEN_*`): at most one key kind, an
+//! algorithm that fits it, never `none`.
+
+use herald_shared::auth::{Algorithm, AuthConfig, Verifier, VerifyKey, MAX_LEEWAY_SECS};
+use herald_shared::config::{ConfigError, Reader, Settings, Value};
+
+const ENV_TOKEN_HMAC_SECRET: &str = "HERALD_TOKEN_HMAC_SECRET";
+/// Shortest HMAC secret accepted, bytes: shorter ones can be brute-forced from one token.
+const MIN_HMAC_SECRET: usize = 16;
+const ENV_TOKEN_RSA_PUBLIC_KEY: &str = "HERALD_TOKEN_RSA_PUBLIC_KEY";
+const ENV_TOKEN_ECDSA_PUBLIC_KEY: &str = "HERALD_TOKEN_ECDSA_PUBLIC_KEY";
+const ENV_TOKEN_ED25519_PUBLIC_KEY: &str = "HERALD_TOKEN_ED25519_PUBLIC_KEY";
+const ENV_TOKEN_ALGORITHM: &str = "HERALD_TOKEN_ALGORITHM";
+const ENV_TOKEN_AUDIENCE: &str = "HERALD_TOKEN_AUDIENCE";
+const ENV_TOKEN_ISSUER: &str = "HERALD_TOKEN_ISSUER";
+const ENV_TOKEN_LEEWAY: &str = "HERALD_TOKEN_LEEWAY";
+
+/// Every algorithm a key can be used with, by name as in JWT headers.
+const ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// A setting read in two steps (text, then checked): unset, set but bad (already
+/// reported), or good.
+enum Slot<T> {
+    Unset,
+    Bad,
+    Set(Value, T),
+}
+
+impl<T> Slot<T> {
+    fn read(
+        s: &mut Settings<'_>,
+        name: &str,
+        check: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Self {
+        let Some(value) = s.value(name) else {
+            return Slot::Unset;
+        };
+        match check(&value.text) {
+            Ok(v) => Slot::Set(value, v),
+            Err(reason) => {
+                s.report(value.error(reason));
+                Slot::Bad
+            }
+        }
+    }
+
+    fn is_unset(&self) -> bool {
+        matches!(self, Slot::Unset)
+    }
+}
+
+/// Token verification: at most one key kind, an algorithm fitting it, the key checked by
+/// building a [`Verifier`] now rather than on the first connect.
+pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
+    let keys = [
+        (
+            ENV_TOKEN_HMAC_SECRET,
+            Slot::read(s, ENV_TOKEN_HMAC_SECRET, hmac_secret),
+        ),
+        (
+            ENV_TOKEN_RSA_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_RSA_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::RsaPem)
+            }),
+        ),
+        (
+            ENV_TOKEN_ECDSA_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_ECDSA_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::EcPem)
+            }),
+        ),
+        (
+            ENV_TOKEN_ED25519_PUBLIC_KEY,
+            Slot::read(s, ENV_TOKEN_ED25519_PUBLIC_KEY, |t| {
+                pem(t).map(VerifyKey::EdPem)
+            }),
+        ),
+    ];
+    let algorithm = Slot::read(s, ENV_TOKEN_ALGORITHM, parse_algorithm);
+    let audience = s.string(ENV_TOKEN_AUDIENCE);
+    let issuer = s.string(ENV_TOKEN_ISSUER);
+    let leeway = Slot::read(s, ENV_TOKEN_LEEWAY, |t| {
+        herald_shared::config::parse_int_in(t, &(..=MAX_LEEWAY_SECS))
+    });
+
+    let given: Vec<&str> = keys
+        .iter()
+        .filter(|(_, slot)| !slot.is_unset())
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() > 1 {
+        s.report(ConfigError::new(
+            given[1],
+            "",
+            format!(
+                "only one token key may be set, but {} are",
+                given.join(" and ")
+            ),
+        ));
+        return None;
+    }
+    let Some((_, Slot::Set(key_value, key))) = keys.into_iter().find(|(_, k)| !k.is_unset()) else {
+        if given.is_empty() {
+            // Without a key nothing is verified: these settings would silently do nothing.
+            let orphans = [
+                (ENV_TOKEN_ALGORITHM, !algorithm.is_unset()),
+                (ENV_TOKEN_AUDIENCE, audience.is_some()),
+                (ENV_TOKEN_ISSUER, issuer.is_some()),
+                (ENV_TOKEN_LEEWAY, !leeway.is_unset()),
+            ];
+            for (name, _) in orphans.iter().filter(|(_, set)| *set) {
+                s.report(ConfigError::new(
+                    *name,
+                    "",
+                    format!("has no effect without a token key; set {ENV_TOKEN_HMAC_SECRET} or a public key"),
+                ));
+            }
+        }
+        return None;
+    };
+
+    let algorithm = match algorithm {
+        Slot::Unset => default_algorithm(&key),
+        Slot::Bad => return None,
+        Slot::Set(value, alg) => {
+            let fitting = algorithms_for(&key);
+            if !fitting.contains(&alg) {
+                let names: Vec<&str> = ALGORITHMS
+                    .iter()
+                    .filter(|(_, a)| fitting.contains(a))
+                    .map(|(n, _)| *n)
+                    .collect();
+                s.report(value.error(format!(
+                    "cannot be used with {}; expected {}",
+                    key_value.setting,
+                    names.join(", ")
+                )));
+                return None;
+            }
+            alg
+        }
+    };
+    let config = AuthConfig {
+        algorithm,
+        key,
+        audience,
+        issuer,
+        leeway_secs: match leeway {
+            Slot::Set(_, secs) => secs,
+            Slot::Unset | Slot::Bad => 0,
+        },
+    };
+    match Verifier::new(&config) {
+        Ok(_) => Some(config),
+        Err(e) => {
+            s.report(key_value.error(e.to_string()));
+            None
+        }
+    }
+}
+
+fn hmac_secret(text: &str) -> Result<VerifyKey, String> {
+    if text.len() < MIN_HMAC_SECRET {
+        return Err(format!(
+            "weak secret: at least {MIN_HMAC_SECRET} bytes are needed, 32 or more recommended"
+        ));
+    }
+    Ok(VerifyKey::Hmac(text.as_bytes().to_vec()))
+}
+
+/// PEM text, or `@/path/to/key.pem` to read a file. A PEM squeezed onto one line with
+/// literal `\n` escapes (as in `.env` files) is unfolded.
+fn pem(text: &str) -> Result<Vec<u8>, String> {
+    if let Some(path) = text.strip_prefix('@') {
+        let path = path.trim();
+        return std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+    }
+    if !text.contains('\n') && text.contains("\\n") {
+        return Ok(text.replace("\\n", "\n").into_bytes());
+    }
+    Ok(text.as_bytes().to_vec())
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Err("unsigned tokens (\"none\") are never accepted".into());
+    }
+    ALGORITHMS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, alg)| *alg)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ALGORITHMS.iter().map(|(n, _)| *n).collect();
+            format!("expected one of {}", names.join(", "))
+        })
+}
+
+fn algorithms_for(key: &VerifyKey) -> &'static [Algorithm] {
+    use Algorithm::*;
+    match key {
+        VerifyKey::Hmac(_) => &[HS256, HS384, HS512],
+        VerifyKey::RsaPem(_) => &[RS256, RS384, RS512, PS256, PS384, PS512],
+        VerifyKey::EcPem(_) => &[ES256, ES384],
+        VerifyKey::EdPem(_) => &[EdDSA],
+    }
+}
+
+fn default_algorithm(key: &VerifyKey) -> Algorithm {
+    match key {
+        VerifyKey::Hmac(_) => Algorithm::HS256,
+        VerifyKey::RsaPem(_) => Algorithm::RS256,
+        VerifyKey::EcPem(_) => Algorithm::ES256,
+        VerifyKey::EdPem(_) => Algorithm::EdDSA,
+    }
+}

@@ -1,0 +1,76 @@
+//! What the node does with what its broker hands up ([`BrokerEvents`]): deliveries go
+//! to the hub, server API actions to the channel operations, status comes from the node.
+//!
+//! Registered once by [`crate::build`]. The hub is held directly, so a delivery costs
+//! one call and no upgrade of the weak node handle; the node is held weakly because it
+//! owns the broker that holds these events.
+
+use crate::broker::BrokerEvents;
+use crate::channel::control;
+use crate::hub::Hub;
+use crate::node::Node;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use herald_shared::codec::{Control, NodeStatus};
+use herald_shared::protocol::DisconnectCode;
+use std::sync::{Arc, Weak};
+
+/// The node's side of its broker.
+pub struct NodeEvents {
+    hub: Arc<Hub>,
+    node: Weak<Node>,
+}
+
+impl NodeEvents {
+    /// Events for `node`.
+    pub fn new(node: &Arc<Node>) -> Self {
+        NodeEvents {
+            hub: node.hub.clone(),
+            node: Arc::downgrade(node),
+        }
+    }
+}
+
+impl BrokerEvents for NodeEvents {
+    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
+        self.hub.publish(channel, offset, message);
+    }
+
+    fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
+        self.hub.join_leave(channel, message, force);
+    }
+
+    fn resync(&self, channel: &str) {
+        self.hub
+            .close_channel(channel, DisconnectCode::InsufficientState);
+    }
+
+    fn serves(&self, channel: &str) -> bool {
+        self.hub.has_subscribers(channel)
+    }
+
+    fn local_channels(&self) -> Vec<(String, usize)> {
+        self.hub.channels()
+    }
+
+    fn status(&self) -> NodeStatus {
+        match self.node.upgrade() {
+            Some(node) => node.status(),
+            None => NodeStatus::default(),
+        }
+    }
+
+    fn leaving(&self) -> bool {
+        self.node.upgrade().is_none_or(|n| n.is_leaving())
+    }
+
+    fn control(&self, c: Control) -> BoxFuture<'static, ()> {
+        let node = self.node.clone();
+        async move {
+            if let Some(node) = node.upgrade() {
+                control::apply(&node, c).await;
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,91 @@
+//! The client protocol's commands, one file per command or group, like mini-redis's
+//! `cmd/`. Each takes the connection's [`Client`] state and its request, and answers
+//! with a reply body, an error reply or a disconnect ([`CmdResult`]); the
+//! [dispatcher](super::handler) queues the reply and counts the command.
+//!
+//! What a command does to a channel (publish, history, presence, attach) is a
+//! [channel operation](crate::channel), shared with the server API; what is left here
+//! is the client's side: tokens, claims, per-connection limits, reply shapes.
+
+pub(super) mod connect;
+pub(super) mod history;
+pub(super) mod presence;
+pub(super) mod publish;
+pub(super) mod subscribe;
+
+use crate::channel::ChannelError;
+use crate::conn::Conn;
+use crate::node::Node;
+use herald_shared::protocol::{DisconnectCode, ErrorCode};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The protocol state of one connection that commands work on.
+pub(super) struct Client {
+    /// The node.
+    pub(super) node: Arc<Node>,
+    /// The connection.
+    pub(super) conn: Arc<Conn>,
+    /// Channels the connection token allows (`channels` claim).
+    pub(super) allowed: HashSet<String>,
+}
+
+impl Client {
+    /// The state of a fresh connection.
+    pub(super) fn new(node: Arc<Node>, conn: Arc<Conn>) -> Self {
+        Client {
+            node,
+            conn,
+            allowed: HashSet::new(),
+        }
+    }
+}
+
+/// How a command ends when it does not succeed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// Error reply; the connection stays.
+    Error(ErrorCode),
+    /// The connection ends.
+    Close(DisconnectCode),
+}
+
+impl From<ErrorCode> for Failure {
+    fn from(e: ErrorCode) -> Self {
+        Failure::Error(e)
+    }
+}
+
+impl From<ChannelError> for Failure {
+    fn from(e: ChannelError) -> Self {
+        Failure::Error(e.code())
+    }
+}
+
+/// A command's outcome: a reply body to queue (`None`: nothing, or the command queued
+/// its own reply), or how it failed.
+pub(super) type CmdResult = Result<Option<Vec<u8>>, Failure>;
+
+/// The empty reply body.
+pub(super) const EMPTY: &[u8] = b"{}";
+
+/// A reply body.
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("reply types always serialise")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    //! What the commands' tests share.
+
+    use super::Client;
+    use crate::config::NodeConfig;
+    use crate::testing;
+
+    /// A client of a node configured by `change`, connected as `user`.
+    pub(in crate::session) fn client(user: &str, change: impl FnOnce(&mut NodeConfig)) -> Client {
+        let node = testing::node(testing::config(change));
+        let conn = testing::conn(&node, user);
+        Client::new(node, conn)
+    }
+}
