@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,17 @@ from harness import T
 
 NATS_BIN = os.environ.get("HERALD_NATS_SERVER_BIN", shutil.which("nats-server") or "nats-server")
 START_TIMEOUT = 20.0
+
+
+def _read_line(s: socket.socket, limit: int = 65536) -> bytes:
+    """One CRLF-terminated protocol line (bounded), without the terminator."""
+    buf = b""
+    while b"\r\n" not in buf and len(buf) < limit:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.split(b"\r\n", 1)[0]
 
 
 def free_port() -> int:
@@ -64,13 +76,16 @@ class NatsServer:
     def __init__(self, workdir: Path, name: str, cluster_ports: Optional[list[int]] = None,
                  cluster_port: Optional[int] = None):
         self.name = name
+        # Unique, so that start() can tell this server from another nats-server that
+        # answers on the same port (one left over by another test or program).
+        self.server_name = f"{name}-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.monitor_port = free_port()
         self.store = workdir / f"{name}-js"
         self.log_path = workdir / f"{name}.log"
         self.conf = workdir / f"{name}.conf"
         lines = [
-            f"server_name: {name}",
+            f"server_name: {self.server_name}",
             f"listen: 127.0.0.1:{self.port}",
             f"http: 127.0.0.1:{self.monitor_port}",
             f'jetstream {{ store_dir: "{self.store}" }}',
@@ -118,8 +133,10 @@ class NatsServer:
                 raise RuntimeError(f"nats-server {self.name} exited:\n{self.log_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    if s.recv(7) == b"INFO {\"":
-                        return
+                    info = _read_line(s)
+                    if info.startswith(b"INFO {") and self.proc.poll() is None:
+                        if json.loads(info[5:]).get("server_name") == self.server_name:
+                            return
                     self.kill()  # something else answers on that port
                     raise RuntimeError(f"port {self.port} is taken")
             except OSError:
