@@ -35,12 +35,6 @@ def settings_of(*dirs: str) -> set[str]:
     return names
 
 
-def hostport(addr: str) -> tuple[str, int]:
-    addr = re.sub(r"^\w+(-\w+)?://", "", addr)
-    host, _, port = addr.rpartition(":")
-    return host, int(port)
-
-
 def check_file(compose_file: Path) -> list[str]:
     """Every problem found in `compose_file` (empty when it is right)."""
     failures: list[str] = []
@@ -90,7 +84,7 @@ def check_file(compose_file: Path) -> list[str]:
         check(n.healthcheck[:1] == n.argv[:1] and n.healthcheck[1:] == ["healthcheck"],
               f"{n.name}: HEALTHCHECK runs `{Path(n.program).name} healthcheck` (probes HERALD_LISTEN)")
         if "HERALD_NATS_URL" in n.env:
-            urls = [hostport(u) for u in n.env["HERALD_NATS_URL"].split(",")]
+            urls = [compose.hostport(u) for u in n.env["HERALD_NATS_URL"].split(",")]
             check({h for h, _ in urls} == {s.name for s in nats},
                   f"{n.name}: HERALD_NATS_URL names every NATS service")
             check(all(p == 4222 for _, p in urls), f"{n.name}: HERALD_NATS_URL uses NATS's client port 4222")
@@ -106,7 +100,7 @@ def check_file(compose_file: Path) -> list[str]:
         port = compose.listen_port(r.env.get("HERALD_ROUTER_LISTEN", ""))
         check(bool(r.ports) and all(c == port for _, c in r.ports),
               f"{r.name}: published ports map to its listen port {port}")
-        listed = [hostport(a) for a in r.env.get("HERALD_ROUTER_NODES", "").split(",") if a]
+        listed = [compose.hostport(a) for a in r.env.get("HERALD_ROUTER_NODES", "").split(",") if a]
         check({h for h, _ in listed} == set(node_port), f"{r.name}: HERALD_ROUTER_NODES names every node")
         check(all(node_port.get(h) == p for h, p in listed), f"{r.name}: HERALD_ROUTER_NODES uses the nodes' ports")
         check(r.healthcheck[:1] == r.argv[:1] and r.healthcheck[1:] == ["healthcheck"],

@@ -213,6 +213,13 @@ def load(compose_file: Path = COMPOSE_FILE, host_env: dict[str, str] | None = No
     return out
 
 
+def hostport(addr: str) -> tuple[str, int]:
+    """`HOST:PORT`, with or without a `scheme://` in front, split."""
+    addr = re.sub(r"^\w+(-\w+)?://", "", addr)
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
 def listen_port(addr: str) -> int:
     """The port of `HOST:PORT` (HERALD_LISTEN and friends)."""
-    return int(addr.rsplit(":", 1)[1])
+    return hostport(addr)[1]

@@ -59,7 +59,6 @@ def cleanup_leftovers() -> None:
     """Namespaces and /etc/netns entries of this script's earlier runs."""
     for ns in sh("ip", "netns", "list").stdout.split():
         if ns.startswith(PREFIX):
-            sh("ip", "netns", "pids", ns, check=False)
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -257,7 +256,8 @@ def main(node_bin: str, router_bin: str) -> None:
         routers = [f"http://{net.addr[n]}:{port_of(n)}" for n in started if started[n].image.startswith("herald-router")]
         prom = next(n for n in started if started[n].image.startswith("prom/"))
         print("==> e2e.run (the check deploy/test/e2e.sh runs on an engine)")
-        asyncio.run(e2e.run(routers, f"http://{net.addr[prom]}:9090", lambda svc: hosts[svc].kill()))
+        prom_url = f"http://{net.addr[prom]}:{started[prom].expose[0]}"
+        asyncio.run(e2e.run(routers, prom_url, lambda svc: hosts[svc].kill()))
         ok = True
     finally:
         if not ok:
