@@ -6,6 +6,7 @@
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::NodeConfig;
+use crate::conn::lanes::Lanes;
 use crate::conn::registry::Registry;
 use crate::hub::Hub;
 use crate::metrics::NodeMetrics;
@@ -33,6 +34,8 @@ pub struct Node {
     pub registry: Registry,
     /// Metric handles for the hot path.
     pub metrics: NodeMetrics,
+    /// The tasks that write for connections whose writer is idle.
+    pub lanes: Lanes,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     /// "Stop": fired on shutdown (by [`Node::stop_sessions`]); accept loops watch it.
@@ -72,13 +75,15 @@ impl Node {
             Some(a) => Some(Verifier::new(a)?),
             None => None,
         };
+        let metrics = NodeMetrics::new();
         Ok(Arc::new(Node {
             config,
             hub,
             broker,
             verifier,
             registry: Registry::default(),
-            metrics: NodeMetrics::new(),
+            lanes: Lanes::new(metrics.bytes_out.clone()),
+            metrics,
             prometheus,
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -7,9 +7,15 @@
 //! # Layout
 //! - [`outbound`]: the bounded outbound queue every producer appends to.
 //! - [`registry`]: every open connection, found by id, client id or user.
+//! - [`lanes`]: the tasks that write for connections whose writer is idle.
+//! - [`wire`]: server frame headers and coalesced frames, for both writers.
+//! - [`socket`]: the connection's TCP stream, shared by its reader and writers.
 
+pub mod lanes;
 pub mod outbound;
 pub mod registry;
+pub mod socket;
+pub mod wire;
 
 use herald_shared::protocol::{ClientInfo, RawJson};
 use outbound::Outbound;

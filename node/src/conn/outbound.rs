@@ -6,16 +6,27 @@
 //! whole queue at once and writes it as one frame, objects joined by `\n`, so a burst
 //! of publications costs one `write()` instead of one each.
 //!
+//! With a socket attached ([`Outbound::attach`]), a producer that finds the writer
+//! idle hands the connection to its lane instead of waking the writer; the lane writes
+//! the queue straight to the socket (see [`super::lanes`]). The writer is "busy" from
+//! the moment it takes a batch until it parks again with nothing left to do, and only
+//! one of the two ever writes: the lane writes under this queue's lock, and only while
+//! the writer is parked.
+//!
 //! The queue is bounded in bytes. A producer that would push it past the bound marks
 //! the connection for closing with the protocol's "slow" code instead of growing
 //! memory: a client that stops reading cannot make the node hold more than
 //! `queue_max_bytes` for it.
 
+use super::wire::{coalesce, MAX_COALESCED_FRAME, MAX_SERVER_HEAD};
 use bytes::Bytes;
 use herald_shared::protocol::DisconnectCode;
 use parking_lot::{Mutex, MutexGuard};
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// Why and how a connection is being closed.
@@ -41,6 +52,8 @@ impl From<DisconnectCode> for CloseReason {
 
 /// What the writer takes from the queue in one go.
 pub struct Batch {
+    /// The rest of a frame the lane could only partly write: goes out first, as is.
+    pub partial: Option<Bytes>,
     /// Encoded messages, in order.
     pub items: VecDeque<Bytes>,
     /// WebSocket pong payloads owed to the client (answers to its pings).
@@ -49,7 +62,6 @@ pub struct Batch {
     pub close: Option<CloseReason>,
 }
 
-#[derive(Default)]
 struct State {
     /// Messages waiting for the writer.
     items: VecDeque<Bytes>,
@@ -64,6 +76,47 @@ struct State {
     /// The code of the close decision, kept after the writer took it: a writer stuck on
     /// a client that does not read never reports the code it meant to send.
     code: Option<u16>,
+    /// The writer took a batch and has not parked since: producers wake it, not a lane.
+    writer_busy: bool,
+    /// Handed to the lane and not served yet.
+    scheduled: bool,
+    /// The unwritten end of a frame the lane started: the writer must finish it first.
+    partial: Option<Bytes>,
+    /// The socket the lane writes to; `None` before [`Outbound::attach`] and after
+    /// [`Outbound::detach`] (then only the writer writes, through its own handle).
+    socket: Option<Arc<TcpStream>>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            items: VecDeque::new(),
+            bytes: 0,
+            pongs: Vec::new(),
+            close: None,
+            closed: false,
+            code: None,
+            // Busy until the writer first parks: what comes before goes through it.
+            writer_busy: true,
+            scheduled: false,
+            partial: None,
+            socket: None,
+        }
+    }
+}
+
+/// Writes for a connection whose writer is idle: the lanes ([`super::lanes`]), which
+/// sit above this queue and call [`Outbound::write_now`].
+pub trait IdleWriter: Send + Sync {
+    /// `out` has something queued and its writer is parked.
+    fn schedule(&self, out: Arc<Outbound>);
+}
+
+/// Who a producer must wake after queueing.
+enum Wake {
+    None,
+    Writer,
+    Lane,
 }
 
 /// A connection's outbound queue; shared by the session, the hub and the API.
@@ -75,6 +128,8 @@ pub struct Outbound {
     closing: Notify,
     /// Byte bound of `items` (`HERALD_QUEUE_MAX_BYTES`).
     max_bytes: usize,
+    /// The lane that writes for an idle writer; set by [`Outbound::attach`].
+    lane: OnceLock<Arc<dyn IdleWriter>>,
 }
 
 /// Result of [`Outbound::push`].
@@ -96,6 +151,43 @@ impl Outbound {
             wake: Notify::new(),
             closing: Notify::new(),
             max_bytes,
+            lane: OnceLock::new(),
+        }
+    }
+
+    /// Lets `lane` write queued messages straight to `socket` while the writer is idle.
+    pub fn attach(&self, lane: Arc<dyn IdleWriter>, socket: Arc<TcpStream>) {
+        if self.lane.set(lane).is_ok() {
+            self.lock().socket = Some(socket);
+        }
+    }
+
+    /// Lets go of the socket (the connection is over): only the writer's own handle,
+    /// if any, keeps it open.
+    pub fn detach(&self) {
+        self.lock().socket = None;
+    }
+
+    /// Whom to wake for a message just queued (`was_empty`: the queue had none).
+    fn wake_for(st: &mut State, was_empty: bool) -> Wake {
+        if st.writer_busy || st.socket.is_none() {
+            return if was_empty { Wake::Writer } else { Wake::None };
+        }
+        if st.scheduled {
+            return Wake::None;
+        }
+        st.scheduled = true;
+        Wake::Lane
+    }
+
+    fn wake(self: &Arc<Self>, wake: Wake) {
+        match wake {
+            Wake::None => {}
+            Wake::Writer => self.wake.notify_one(),
+            Wake::Lane => match self.lane.get() {
+                Some(lane) => lane.schedule(self.clone()),
+                None => self.wake.notify_one(),
+            },
         }
     }
 
@@ -104,7 +196,7 @@ impl Outbound {
     }
 
     /// Appends one encoded message.
-    pub fn push(&self, message: Bytes) -> Pushed {
+    pub fn push(self: &Arc<Self>, message: Bytes) -> Pushed {
         let mut st = self.lock();
         if st.close.is_some() || st.closed {
             return Pushed::Closing;
@@ -119,20 +211,20 @@ impl Outbound {
         st.bytes += message.len();
         let was_empty = st.items.is_empty();
         st.items.push_back(message);
+        let wake = Self::wake_for(&mut st, was_empty);
         drop(st);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        self.wake(wake);
         Pushed::Queued
     }
 
     /// Appends several messages atomically (nothing else interleaves). Used to flush a
     /// subscription's buffered publications right after its subscribe reply.
-    pub fn push_all(&self, messages: impl IntoIterator<Item = Bytes>) -> Pushed {
+    pub fn push_all(self: &Arc<Self>, messages: impl IntoIterator<Item = Bytes>) -> Pushed {
         let mut st = self.lock();
         if st.close.is_some() || st.closed {
             return Pushed::Closing;
         }
+        let was_empty = st.items.is_empty();
         for m in messages {
             if st.bytes + m.len() > self.max_bytes {
                 st.close = Some(DisconnectCode::Slow.into());
@@ -144,8 +236,9 @@ impl Outbound {
             st.bytes += m.len();
             st.items.push_back(m);
         }
+        let wake = Self::wake_for(&mut st, was_empty);
         drop(st);
-        self.wake.notify_one();
+        self.wake(wake);
         Pushed::Queued
     }
 
@@ -202,6 +295,8 @@ impl Outbound {
     /// accepting messages.
     pub fn take(&self) -> Batch {
         let mut st = self.lock();
+        st.writer_busy = true;
+        let partial = st.partial.take();
         let items = std::mem::take(&mut st.items);
         st.bytes = 0;
         let pongs = std::mem::take(&mut st.pongs);
@@ -210,15 +305,76 @@ impl Outbound {
             st.closed = true;
         }
         Batch {
+            partial,
             items,
             pongs,
             close,
         }
     }
 
+    /// The writer is about to wait. False when something arrived since its last
+    /// [`Outbound::take`] (it must take again); true when it may wait, and from now on
+    /// the lane writes for it.
+    pub fn park(&self) -> bool {
+        let mut st = self.lock();
+        if !st.items.is_empty()
+            || !st.pongs.is_empty()
+            || st.close.is_some()
+            || st.partial.is_some()
+        {
+            return false;
+        }
+        st.writer_busy = false;
+        true
+    }
+
+    /// The lane's turn: writes what is queued as one frame with one non-blocking
+    /// `write()`, unless the writer is busy or has work only it can do (a close, pongs,
+    /// more than one frame). What the socket does not take is left for the writer.
+    /// Returns the payload bytes written. `buf` is the lane's scratch buffer.
+    pub fn write_now(&self, buf: &mut Vec<u8>) -> usize {
+        let mut st = self.lock();
+        st.scheduled = false;
+        if st.writer_busy || st.items.is_empty() || st.close.is_some() || st.closed {
+            return 0;
+        }
+        let Some(socket) = st.socket.clone() else {
+            drop(st);
+            self.wake.notify_one();
+            return 0;
+        };
+        if !st.pongs.is_empty() || st.bytes + st.items.len() > MAX_COALESCED_FRAME {
+            drop(st);
+            self.wake.notify_one();
+            return 0;
+        }
+        let start = coalesce(&mut st.items, buf);
+        st.bytes = 0;
+        let payload = buf.len() - MAX_SERVER_HEAD;
+        let frame = &buf[start..];
+        let written = match socket.try_write(frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // The writer meets the same error on its next write and ends the connection.
+            Err(_) => 0,
+        };
+        if written < frame.len() {
+            st.partial = Some(Bytes::copy_from_slice(&frame[written..]));
+            drop(st);
+            self.wake.notify_one();
+        }
+        payload
+    }
+
     /// Waits until something may be queued.
     pub async fn wait(&self) {
         self.wake.notified().await
+    }
+
+    /// Whether the lane left part of a frame for the writer.
+    #[cfg(test)]
+    pub(super) fn has_partial(&self) -> bool {
+        self.lock().partial.is_some()
     }
 
     /// Bytes queued right now.
@@ -233,7 +389,7 @@ mod tests {
 
     #[test]
     fn bounded_in_bytes_and_closes_slow() {
-        let q = Outbound::new(10);
+        let q = Arc::new(Outbound::new(10));
         assert_eq!(q.push(Bytes::from_static(b"12345")), Pushed::Queued);
         assert_eq!(q.push(Bytes::from_static(b"12345")), Pushed::Queued);
         assert_eq!(q.push(Bytes::from_static(b"1")), Pushed::Slow);
@@ -248,7 +404,7 @@ mod tests {
 
     #[test]
     fn first_close_wins() {
-        let q = Outbound::new(100);
+        let q = Arc::new(Outbound::new(100));
         assert!(q.close(DisconnectCode::Shutdown));
         assert!(!q.close(DisconnectCode::Slow));
         assert_eq!(q.take().close.map(|c| c.code), Some(3001));
@@ -256,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_wakes_the_writer() {
-        let q = std::sync::Arc::new(Outbound::new(100));
+        let q = Arc::new(Outbound::new(100));
         let q2 = q.clone();
         let waiter = tokio::spawn(async move {
             q2.wait().await;

@@ -1,5 +1,5 @@
-//! WebSocket frames on the wire (RFC 6455 section 5): the reader of client frames and
-//! the header of server frames.
+//! WebSocket frames on the wire (RFC 6455 section 5): the reader of client frames.
+//! Server frames are built in [`crate::conn::wire`].
 //!
 //! fastwebsockets still performs the upgrade handshake, but its frame reader is not
 //! used. It keeps an 8 KiB read buffer for the whole life of every connection, and in
@@ -25,13 +25,10 @@
 
 use fastwebsockets::OpCode;
 use std::io;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 
 /// Longest frame header a client can send: 2 bytes, 8 of length, 4 of mask.
 const MAX_CLIENT_HEAD: usize = 14;
-
-/// Longest frame header the server writes: 2 bytes and 8 of length, no mask.
-pub const MAX_SERVER_HEAD: usize = 10;
 
 /// Largest payload of a control frame (ping, pong, close), section 5.5.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -158,7 +155,7 @@ impl FrameReader {
     }
 
     /// Reads the next frame. Cancel-safe.
-    pub async fn next(&mut self, rd: &OwnedReadHalf) -> Result<Frame<'_>, ReadError> {
+    pub async fn next(&mut self, rd: &TcpStream) -> Result<Frame<'_>, ReadError> {
         self.discard_consumed();
         loop {
             let want = match parse_head(&self.buf, self.max_payload)? {
@@ -191,7 +188,7 @@ impl FrameReader {
     }
 
     /// Waits for bytes and appends what the socket has, towards `want` bytes in all.
-    async fn fill(&mut self, rd: &OwnedReadHalf, want: usize) -> Result<(), ReadError> {
+    async fn fill(&mut self, rd: &TcpStream, want: usize) -> Result<(), ReadError> {
         loop {
             // Allocate only once bytes are there: a quiet client costs no buffer.
             rd.readable().await?;
@@ -211,28 +208,6 @@ impl FrameReader {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-}
-
-/// Writes the header of an unmasked, final server frame carrying `len` bytes into the
-/// end of `out`, and returns where it starts: `out[start..]` is the header, ready to
-/// precede the payload.
-pub fn server_head(opcode: OpCode, len: usize, out: &mut [u8; MAX_SERVER_HEAD]) -> usize {
-    let b0 = 0x80 | opcode as u8;
-    if len < 126 {
-        out[8] = b0;
-        out[9] = len as u8;
-        8
-    } else if len <= usize::from(u16::MAX) {
-        out[6] = b0;
-        out[7] = 126;
-        out[8..].copy_from_slice(&(len as u16).to_be_bytes());
-        6
-    } else {
-        out[0] = b0;
-        out[1] = 127;
-        out[2..].copy_from_slice(&(len as u64).to_be_bytes());
-        0
     }
 }
 
@@ -316,26 +291,6 @@ mod tests {
         assert!(parse(&client_frame(0x01, b"part", m)).unwrap().is_some());
     }
 
-    #[test]
-    fn server_heads_match_fastwebsockets() {
-        for len in [0usize, 5, 125, 126, 65535, 65536, 1 << 20] {
-            let payload = vec![0u8; len];
-            for opcode in [OpCode::Text, OpCode::Close, OpCode::Pong] {
-                let mut theirs = [0u8; MAX_CLIENT_HEAD];
-                let n = fastwebsockets::Frame::new(
-                    true,
-                    opcode,
-                    None,
-                    fastwebsockets::Payload::Borrowed(&payload),
-                )
-                .fmt_head(&mut theirs);
-                let mut ours = [0u8; MAX_SERVER_HEAD];
-                let start = server_head(opcode, len, &mut ours);
-                assert_eq!(&ours[start..], &theirs[..n], "len {len} {opcode:?}");
-            }
-        }
-    }
-
     /// A real socket pair: fastwebsockets' client writes, our reader reads, in pieces.
     #[tokio::test]
     async fn reads_what_fastwebsockets_sends_in_any_split() {
@@ -369,7 +324,7 @@ mod tests {
             tcp
         });
         let (stream, _) = listener.accept().await.unwrap();
-        let (rd, _wr) = stream.into_split();
+        let rd = stream;
         let mut reader = FrameReader::new(b"", 1 << 20);
         let mut got = Vec::new();
         for _ in 0..6 {
@@ -394,7 +349,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let (rd, _wr) = stream.into_split();
+        let rd = stream;
         let mut early = client_frame(0x81, b"one", [1, 2, 3, 4]);
         early.extend(client_frame(0x81, b"two", [5, 6, 7, 8]));
         let mut reader = FrameReader::new(&early, 100);

@@ -6,8 +6,9 @@
 //! protocol obliges it to send (pongs, the close echo) to the writer through the queue.
 //!
 //! fastwebsockets performs the upgrade; after it, the connection's TCP stream is taken
-//! back from hyper and split into owned halves, read by [`frames::FrameReader`] (which
-//! holds no buffer while the client is quiet) and written by the writer.
+//! back from hyper and shared ([`crate::conn::socket`]): read by [`frames::FrameReader`]
+//! (which holds no buffer while the client is quiet), written by the writer, and, while
+//! the writer is idle, by the node's lanes ([`crate::conn::lanes`]).
 //!
 //! # Layout
 //! - [`frames`]: client frames in, server frame headers out (RFC 6455 section 5).
@@ -28,6 +29,7 @@ pub mod writer;
 
 use crate::channel::subscribe::detach;
 use crate::conn::outbound::CloseReason;
+use crate::conn::socket::SharedWrite;
 use crate::conn::Conn;
 use crate::node::Node;
 use bytes::Bytes;
@@ -65,12 +67,16 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
             return;
         }
     };
-    let (rd, wr) = parts.io.into_inner().into_split();
+    let stream = Arc::new(parts.io.into_inner());
     let early = parts.read_buf;
     let id = node.next_conn_id();
     let span = tracing::debug_span!("conn", conn.id = id, client.addr = %remote);
     async move {
         let conn = Arc::new(Conn::new(id, remote, node.config.limits.queue_max_bytes));
+        // With a write interval the writer must pace every write itself: no lane.
+        if node.config.write_interval.is_zero() {
+            conn.out.attach(node.lanes.lane(id), stream.clone());
+        }
         node.metrics.connections.increment(1.0);
         // Listed before looking at `stop`: shutdown either finds it in the list or has
         // already fired `stop` (see `Node::stop_sessions`).
@@ -81,9 +87,10 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
         // Checked per frame here; the whole message (all fragments) is checked below.
         let mut frames = FrameReader::new(&early, node.config.limits.max_message_size);
         drop(early);
+        let wr = SharedWrite(stream.clone());
         let writer = tokio::spawn(writer::run(wr, node.clone(), conn.clone()).in_current_span());
 
-        read_loop(&node, &conn, &mut frames, &rd).await;
+        read_loop(&node, &conn, &mut frames, &stream).await;
 
         // The reader is done: make sure the writer ends too, then clean up.
         conn.out.close(CloseReason {
@@ -101,6 +108,9 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
                 conn.out.close_code()
             }
         };
+        // The lane may write no more; with the writer gone, `stream` is the last holder.
+        conn.out.detach();
+        drop(stream);
         Box::pin(cleanup(&node, &conn)).await;
         node.metrics.connections.decrement(1.0);
         if let Some(code) = code {
@@ -116,7 +126,7 @@ async fn read_loop(
     node: &Arc<Node>,
     conn: &Arc<Conn>,
     frames: &mut FrameReader,
-    rd: &tokio::net::tcp::OwnedReadHalf,
+    rd: &tokio::net::TcpStream,
 ) {
     let mut session = Session::new(node.clone(), conn.clone());
     let mut fragments = Reassembly::new(node.config.limits.max_message_size);

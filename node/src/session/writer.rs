@@ -13,8 +13,9 @@
 //! either, and is closed as slow (3008) instead of holding the writer, its connection
 //! slot and its socket forever.
 
-use super::frames::{server_head, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEAD};
+use super::frames::MAX_CONTROL_PAYLOAD;
 use crate::conn::outbound::CloseReason;
+use crate::conn::wire::{coalesce, frame_in_place, MAX_SERVER_HEAD};
 use crate::conn::Conn;
 use crate::node::Node;
 use fastwebsockets::OpCode;
@@ -25,9 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// Largest frame the writer builds from queued messages; more goes in the next frame.
-const MAX_COALESCED_FRAME: usize = 256 * 1024;
 
 /// The server's ping: an empty JSON object.
 const PING: &[u8] = b"{}";
@@ -74,9 +72,7 @@ impl<W: AsyncWrite + Unpin> Bounded<W> {
     /// Writes one frame whose payload follows [`MAX_SERVER_HEAD`] bytes of room at the
     /// start of `buf`.
     async fn write_framed(&mut self, opcode: OpCode, buf: &mut [u8]) -> Result<bool, Stalled> {
-        let mut head = [0u8; MAX_SERVER_HEAD];
-        let start = server_head(opcode, buf.len() - MAX_SERVER_HEAD, &mut head);
-        buf[start..MAX_SERVER_HEAD].copy_from_slice(&head[start..]);
+        let start = frame_in_place(opcode, buf);
         self.write_all(&buf[start..]).await
     }
 
@@ -121,6 +117,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if !batch.items.is_empty() && !cfg.write_interval.is_zero() {
             last_write = Some(Instant::now());
         }
+        // The end of a frame the lane could not finish goes first, as it is
+        // (nothing may come between the two parts of a frame, not even a pong).
+        if let Some(rest) = &batch.partial {
+            if !ws.write_all(rest).await? {
+                return Ok(None);
+            }
+        }
         for pong in &batch.pongs {
             if !ws.write_small(OpCode::Pong, &[pong]).await? {
                 return Ok(None);
@@ -128,27 +131,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         // Write what is queued, coalesced. The buffer lives only for this batch: an
         // idle connection holds none.
-        let mut left: usize = batch.items.iter().map(|m| m.len() + 1).sum();
-        let mut items = batch.items.into_iter().peekable();
-        while items.peek().is_some() {
-            let mut buf = Vec::with_capacity(MAX_SERVER_HEAD + left.min(MAX_COALESCED_FRAME));
-            buf.resize(MAX_SERVER_HEAD, 0);
-            while let Some(next) = items.peek() {
-                let payload = buf.len() - MAX_SERVER_HEAD;
-                if payload > 0 && payload + 1 + next.len() > MAX_COALESCED_FRAME {
-                    break;
-                }
-                if payload > 0 {
-                    buf.push(b'\n');
-                }
-                buf.extend_from_slice(next);
-                left -= next.len() + 1;
-                items.next();
-            }
+        let mut items = batch.items;
+        let mut buf = Vec::new();
+        while !items.is_empty() {
+            let start = coalesce(&mut items, &mut buf);
             node.metrics
                 .bytes_out
                 .increment((buf.len() - MAX_SERVER_HEAD) as u64);
-            if !ws.write_framed(OpCode::Text, &mut buf).await? {
+            if !ws.write_all(&buf[start..]).await? {
                 return Ok(None);
             }
         }
@@ -206,6 +196,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let deadline = next_deadline(node, conn, handshake_deadline, next_ping, pong_deadline);
         if deadline != timer.deadline() || timer.is_elapsed() {
             timer.as_mut().reset(deadline);
+        }
+        // Something came in since the batch was taken: take it first. Otherwise the
+        // writer is idle from here on, and a lane writes what comes (see `conn::lanes`).
+        if !conn.out.park() {
+            continue;
         }
         // Shutdown is not watched here: `Node::stop_sessions` closes every queue.
         tokio::select! {
