@@ -72,7 +72,28 @@ impl BrokerError {
 
 /// A broker call in flight. Boxed: brokers are used as `dyn Broker`; one allocation
 /// per call (never per recipient) is the price.
-pub type BrokerFuture<'a, T> = BoxFuture<'a, Result<T, BrokerError>>;
+pub type BrokerFuture<'a, T = ()> = BoxFuture<'a, Result<T, BrokerError>>;
+
+/// A channel with its namespace's options: what publishing, join/leave, history and
+/// recovery act on.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// Its namespace's options (history size and TTL, join/leave, recovery).
+    pub ns: &'a NamespaceOptions,
+}
+
+/// A publication on its way into the broker.
+#[derive(Clone, Debug)]
+pub struct Outgoing<'a> {
+    /// What to publish (its offset is the broker's to give).
+    pub publication: Publication,
+    /// Deliver without keeping it in history.
+    pub skip_history: bool,
+    /// Publish once per key within [`IDEMPOTENCY_WINDOW`].
+    pub idempotency_key: Option<&'a str>,
+}
 
 /// How long a publish `idempotency_key` is remembered (JetStream's duplicate window in
 /// a cluster, shortened to the namespace's history TTL when that is shorter).
@@ -185,23 +206,15 @@ pub trait Broker: Send + Sync {
     /// [`IDEMPOTENCY_WINDOW`] is not published again; the first one's position is
     /// returned (in a cluster: for channels with history, through JetStream's
     /// de-duplication).
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        ns: &'a NamespaceOptions,
-        skip_history: bool,
-        idempotency_key: Option<&'a str>,
-    ) -> BrokerFuture<'a, StreamPosition>;
+    fn publish<'a>(&'a self, to: Scope<'a>, p: Outgoing<'a>) -> BrokerFuture<'a, StreamPosition>;
 
     /// Tells subscribers who want it that `info` joined or left `channel`.
     fn join_leave<'a>(
         &'a self,
-        channel: &'a str,
-        info: &'a ClientInfo,
-        kind: JoinLeave,
-        ns: &'a NamespaceOptions,
-    ) -> BrokerFuture<'a, ()>;
+        to: Scope<'a>,
+        who: &'a ClientInfo,
+        k: JoinLeave,
+    ) -> BrokerFuture<'a>;
 
     /// This node serves `channel` (a local subscriber arrived). Resolves once live
     /// delivery is in place, so history read afterwards cannot miss anything.
@@ -211,20 +224,15 @@ pub trait Broker: Send + Sync {
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()>;
 
     /// Reads a channel's history and its current position.
-    fn history<'a>(
-        &'a self,
-        channel: &'a str,
-        query: &'a HistoryQuery,
-        ns: &'a NamespaceOptions,
-    ) -> BrokerFuture<'a, HistoryResult>;
+    fn history<'a>(&'a self, of: Scope<'a>, q: &'a HistoryQuery)
+        -> BrokerFuture<'a, HistoryResult>;
 
     /// Everything published after `since`, and whether that is exactly what was missed.
     /// Never a partial set: when something is gone, no publications at all.
     fn recover<'a>(
         &'a self,
-        channel: &'a str,
+        of: Scope<'a>,
         since: &'a StreamPosition,
-        ns: &'a NamespaceOptions,
     ) -> BrokerFuture<'a, Recovery>;
 
     /// Drops a channel's history (its offsets continue; its epoch stays).

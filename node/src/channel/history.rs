@@ -1,7 +1,7 @@
 //! Reading and removing a channel's history.
 
 use super::{namespace, permitted, Caller, ChannelError};
-use crate::broker::HistoryQuery;
+use crate::broker::{HistoryQuery, Scope};
 use crate::node::Node;
 use herald_shared::protocol::{ErrorCode, HistoryResult};
 
@@ -30,7 +30,7 @@ pub async fn history(
     permitted(caller, ns.allow_history, channel)?;
     let h = node
         .broker
-        .history(channel, &query, ns)
+        .history(Scope { channel, ns }, &query)
         .await
         .map_err(|_| ErrorCode::Internal)?;
     if let Some(since) = &query.since {

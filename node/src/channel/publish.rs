@@ -1,6 +1,7 @@
 //! Publishing to a channel.
 
 use super::{namespace, permitted, Caller, ChannelError};
+use crate::broker::{Outgoing, Scope};
 use crate::node::Node;
 use herald_shared::protocol::{ErrorCode, Publication, RawJson, StreamPosition};
 use std::collections::BTreeMap;
@@ -37,16 +38,20 @@ pub async fn publish(
         Caller::Server => None,
         Caller::Client(conn) => Some(conn.client_info(conn.chan_info(channel))),
     };
-    let publication = Publication {
-        data,
-        info,
-        offset: 0,
-        tags: p.tags,
+    let publication = Outgoing {
+        publication: Publication {
+            data,
+            info,
+            offset: 0,
+            tags: p.tags,
+        },
+        skip_history: p.skip_history,
+        idempotency_key: p.idempotency_key,
     };
     let started = Instant::now();
     let position = node
         .broker
-        .publish(channel, publication, ns, p.skip_history, p.idempotency_key)
+        .publish(Scope { channel, ns }, publication)
         .await
         .map_err(|e| {
             tracing::warn!(channel = %channel, error = %e, "publish failed");

@@ -2,7 +2,7 @@
 //! presence, join and leave. Who may subscribe is the caller's question (the session
 //! checks tokens and claims; the server API is trusted).
 
-use crate::broker::{HistoryQuery, JoinLeave};
+use crate::broker::{HistoryQuery, JoinLeave, Scope};
 use crate::config::NamespaceOptions;
 use crate::conn::{ChannelState, Conn};
 use crate::node::Node;
@@ -53,7 +53,7 @@ pub async fn attach(
         let read = match &options.recover {
             Some(since) => node
                 .broker
-                .recover(channel, since, ns)
+                .recover(Scope { channel, ns }, since)
                 .await
                 .map(|r| (r.position, r.publications, Some(r.recovered)))
                 .map_err(|e| ("recovery read failed", e)),
@@ -64,7 +64,7 @@ pub async fn attach(
                     ..Default::default()
                 };
                 node.broker
-                    .history(channel, &query, ns)
+                    .history(Scope { channel, ns }, &query)
                     .await
                     .map(|h| (h.position(), Vec::new(), None))
                     .map_err(|e| ("position read failed", e))
@@ -111,7 +111,7 @@ pub async fn attach(
     if ns.join_leave {
         if let Err(e) = node
             .broker
-            .join_leave(channel, &info, JoinLeave::Join, ns)
+            .join_leave(Scope { channel, ns }, &info, JoinLeave::Join)
             .await
         {
             tracing::warn!(channel = %channel, error = %e, "join publish failed");
@@ -151,7 +151,10 @@ pub async fn detach(node: &Node, conn: &Conn, channel: &str) -> bool {
             } else {
                 JoinLeave::Leave
             };
-            let _ = node.broker.join_leave(channel, &info, kind, ns).await;
+            let _ = node
+                .broker
+                .join_leave(Scope { channel, ns }, &info, kind)
+                .await;
         }
     }
     true

@@ -7,8 +7,8 @@
 
 use super::presence::{stats, LocalPresence};
 use super::{
-    Broker, BrokerError, BrokerEvents, BrokerFuture, HistoryQuery, JoinLeave, PresenceStats,
-    Recovery, IDEMPOTENCY_WINDOW,
+    Broker, BrokerError, BrokerEvents, BrokerFuture, HistoryQuery, JoinLeave, Outgoing,
+    PresenceStats, Recovery, Scope, IDEMPOTENCY_WINDOW,
 };
 use crate::config::NamespaceOptions;
 use futures_util::future::{self, BoxFuture, FutureExt};
@@ -253,28 +253,25 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        ns: &'a NamespaceOptions,
-        skip_history: bool,
-        idempotency_key: Option<&'a str>,
-    ) -> BrokerFuture<'a, StreamPosition> {
-        let pos = self
-            .inner
-            .publish(channel, publication, ns, skip_history, idempotency_key);
+    fn publish<'a>(&'a self, to: Scope<'a>, p: Outgoing<'a>) -> BrokerFuture<'a, StreamPosition> {
+        let pos = (self.inner).publish(
+            to.channel,
+            p.publication,
+            to.ns,
+            p.skip_history,
+            p.idempotency_key,
+        );
         future::ready(Ok(pos)).boxed()
     }
 
     fn join_leave<'a>(
         &'a self,
-        channel: &'a str,
-        info: &'a ClientInfo,
-        kind: JoinLeave,
-        ns: &'a NamespaceOptions,
-    ) -> BrokerFuture<'a, ()> {
-        let bytes = match kind {
+        to: Scope<'a>,
+        who: &'a ClientInfo,
+        k: JoinLeave,
+    ) -> BrokerFuture<'a> {
+        let (channel, info, ns) = (to.channel, who, to.ns);
+        let bytes = match k {
             JoinLeave::Join => encode_join_push(channel, info),
             JoinLeave::Leave | JoinLeave::LeaveMoving => encode_leave_push(channel, info),
         };
@@ -295,20 +292,18 @@ impl Broker for MemoryBroker {
 
     fn history<'a>(
         &'a self,
-        channel: &'a str,
-        query: &'a HistoryQuery,
-        ns: &'a NamespaceOptions,
+        of: Scope<'a>,
+        q: &'a HistoryQuery,
     ) -> BrokerFuture<'a, HistoryResult> {
-        future::ready(Ok(self.inner.history(channel, query, ns))).boxed()
+        future::ready(Ok(self.inner.history(of.channel, q, of.ns))).boxed()
     }
 
     fn recover<'a>(
         &'a self,
-        channel: &'a str,
+        of: Scope<'a>,
         since: &'a StreamPosition,
-        ns: &'a NamespaceOptions,
     ) -> BrokerFuture<'a, Recovery> {
-        future::ready(Ok(self.inner.recover(channel, since, ns))).boxed()
+        future::ready(Ok(self.inner.recover(of.channel, since, of.ns))).boxed()
     }
 
     fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {

@@ -29,8 +29,8 @@ pub mod subjects;
 
 use super::presence::stats;
 use super::{
-    Broker, BrokerError, BrokerEvents, BrokerFuture, HistoryQuery, JoinLeave, PresenceStats,
-    Recovery,
+    Broker, BrokerError, BrokerEvents, BrokerFuture, HistoryQuery, JoinLeave, Outgoing,
+    PresenceStats, Recovery, Scope,
 };
 use crate::config::{ClusterOptions, NamespaceOptions, Namespaces};
 use async_nats::jetstream;
@@ -38,7 +38,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_shared::codec;
-use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
+use herald_shared::protocol::{ClientInfo, HistoryResult, StreamPosition};
 use state::Inner;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,12 +109,12 @@ impl NatsBroker {
 
     async fn publish(
         &self,
-        channel: &str,
-        publication: &Publication,
-        ns: &NamespaceOptions,
-        skip_history: bool,
-        idempotency_key: Option<&str>,
+        to: Scope<'_>,
+        p: &Outgoing<'_>,
     ) -> Result<StreamPosition, BrokerError> {
+        let Scope { channel, ns } = to;
+        let (publication, skip_history, idempotency_key) =
+            (&p.publication, p.skip_history, p.idempotency_key);
         self.inner.ensure_connected().await?;
         let payload = Bytes::from(codec::encode_publication(publication));
         if !ns.has_history() || skip_history {
@@ -221,36 +221,17 @@ impl Broker for NatsBroker {
         Ok(())
     }
 
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        publication: Publication,
-        ns: &'a NamespaceOptions,
-        skip_history: bool,
-        idempotency_key: Option<&'a str>,
-    ) -> BrokerFuture<'a, StreamPosition> {
-        async move {
-            NatsBroker::publish(
-                self,
-                channel,
-                &publication,
-                ns,
-                skip_history,
-                idempotency_key,
-            )
-            .await
-        }
-        .boxed()
+    fn publish<'a>(&'a self, to: Scope<'a>, p: Outgoing<'a>) -> BrokerFuture<'a, StreamPosition> {
+        async move { NatsBroker::publish(self, to, &p).await }.boxed()
     }
 
     fn join_leave<'a>(
         &'a self,
-        channel: &'a str,
-        info: &'a ClientInfo,
-        kind: JoinLeave,
-        ns: &'a NamespaceOptions,
-    ) -> BrokerFuture<'a, ()> {
-        NatsBroker::join_leave(self, channel, info, kind, ns).boxed()
+        to: Scope<'a>,
+        who: &'a ClientInfo,
+        k: JoinLeave,
+    ) -> BrokerFuture<'a> {
+        NatsBroker::join_leave(self, to.channel, who, k, to.ns).boxed()
     }
 
     /// Starts listening to a channel (idempotent; waits until the listener is active).
@@ -270,20 +251,18 @@ impl Broker for NatsBroker {
 
     fn history<'a>(
         &'a self,
-        channel: &'a str,
-        query: &'a HistoryQuery,
-        ns: &'a NamespaceOptions,
+        of: Scope<'a>,
+        q: &'a HistoryQuery,
     ) -> BrokerFuture<'a, HistoryResult> {
-        history::history(&self.inner, channel, query, ns).boxed()
+        history::history(&self.inner, of.channel, q, of.ns).boxed()
     }
 
     fn recover<'a>(
         &'a self,
-        channel: &'a str,
+        of: Scope<'a>,
         since: &'a StreamPosition,
-        ns: &'a NamespaceOptions,
     ) -> BrokerFuture<'a, Recovery> {
-        history::recover(&self.inner, channel, since, ns).boxed()
+        history::recover(&self.inner, of.channel, since, of.ns).boxed()
     }
 
     fn remove_history<'a>(&'a self, channel: &'a str) -> BrokerFuture<'a, ()> {
