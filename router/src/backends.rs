@@ -6,6 +6,12 @@
 //! (pingora's habit). A node is known while at least one discovery source names it; each
 //! known node has its own health task, cancelled when the node is forgotten. Forgetting a
 //! node, or taking it out of the ring, never touches its open tunnels.
+//!
+//! Passive detection: tunnels to a node that end together (at least [`TUNNEL_BURST`]
+//! within [`BURST_WINDOW`]) trigger one probe of that node at once, out of schedule. A
+//! killed node refuses that probe's connection and leaves the ring then, instead of
+//! after `fall` probe periods, so its clients' first reconnect finds a live node. A
+//! node whose clients merely left together answers the probe and stays.
 
 use crate::config::HealthConfig;
 use crate::health::{self, Health, Outcome, State};
@@ -18,6 +24,12 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Tunnels of one node that must end within [`BURST_WINDOW`] to trigger a probe.
+pub const TUNNEL_BURST: u32 = 5;
+
+/// The window of [`TUNNEL_BURST`].
+pub const BURST_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A discovery source that can name a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +54,12 @@ struct Member {
     name: Option<String>,
     /// Stops its health task.
     stop: CancellationToken,
+    /// Tunnels ended since `lost_since` (passive detection).
+    lost: u32,
+    /// Start of the current window of tunnel ends.
+    lost_since: Instant,
+    /// A burst probe is under way: at most one at a time.
+    checking: bool,
 }
 
 /// How one node looks from outside, for `/readyz`.
@@ -184,6 +202,40 @@ impl Backends {
         }
     }
 
+    /// A tunnel to `addr` ended (closed or failed, not idle or shutdown). When enough
+    /// end together, probes the node at once; returns whether this call started a probe.
+    pub fn tunnel_ended(self: &Arc<Self>, addr: &str) -> bool {
+        let mut members = self.lock();
+        let Some(m) = members.get_mut(addr) else {
+            return false;
+        };
+        let now = Instant::now();
+        if now.duration_since(m.lost_since) > BURST_WINDOW {
+            m.lost = 0;
+            m.lost_since = now;
+        }
+        m.lost += 1;
+        if m.lost < TUNNEL_BURST || m.checking || m.health.state != State::Up {
+            return false;
+        }
+        m.checking = true;
+        m.lost = 0;
+        m.lost_since = now;
+        drop(members);
+        metrics::burst_probe();
+        let backends = self.clone();
+        let addr = addr.to_owned();
+        self.tracker.spawn(async move {
+            let outcome = health::probe(&addr, &backends.health).await;
+            tracing::info!(node = %addr, ?outcome, "tunnels ended together: probed the node");
+            backends.observe(&addr, outcome);
+            if let Some(m) = backends.lock().get_mut(&addr) {
+                m.checking = false;
+            }
+        });
+        true
+    }
+
     /// Adds `source` to `addr`'s namings, creating the member (and its health task) when
     /// new. Returns whether it is new.
     fn name_node(
@@ -216,6 +268,9 @@ impl Backends {
                 health: Health::default(),
                 name: None,
                 stop,
+                lost: 0,
+                lost_since: Instant::now(),
+                checking: false,
             },
         );
         true
@@ -303,6 +358,75 @@ mod tests {
         assert!(b.ring().is_empty());
         let states: Vec<&str> = b.view().iter().map(|v| v.state).collect();
         assert_eq!(states, ["draining", "down"]);
+    }
+
+    /// An address where nothing listens (bound, then let go).
+    fn dead_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    /// Waits (bounded) for `addr` to reach `want`.
+    async fn state_of(b: &Backends, addr: &str, want: &str) -> &'static str {
+        for _ in 0..200 {
+            let s = b.view().into_iter().find(|v| v.addr == addr).unwrap().state;
+            if s == want {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        b.view().into_iter().find(|v| v.addr == addr).unwrap().state
+    }
+
+    #[tokio::test]
+    async fn tunnels_ending_together_probe_a_killed_node_out_of_the_ring() {
+        let b = backends();
+        let dead = dead_addr();
+        b.set_source(&Source::Static, &[dead.clone(), "b:1".into()]);
+        b.observe(&dead, Outcome::Ready);
+        b.observe("b:1", Outcome::Ready);
+        for _ in 1..TUNNEL_BURST {
+            assert!(!b.tunnel_ended(&dead), "a few ends are ordinary");
+        }
+        assert!(b.tunnel_ended(&dead), "the burst starts one probe");
+        assert!(!b.tunnel_ended(&dead), "one probe at a time");
+        assert_eq!(
+            state_of(&b, &dead, "down").await,
+            "down",
+            "refused: down at once"
+        );
+        assert_eq!(ring_addrs(&b), ["b:1"]);
+    }
+
+    #[tokio::test]
+    async fn a_live_node_whose_clients_left_together_stays() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let b = backends();
+        b.set_source(&Source::Static, std::slice::from_ref(&live));
+        b.observe(&live, Outcome::Ready);
+        for _ in 0..TUNNEL_BURST {
+            b.tunnel_ended(&live);
+        }
+        // The probe ran (its end clears `checking`) and the node is still up.
+        for _ in 0..200 {
+            if !b.lock().get(&live).unwrap().checking {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!b.lock().get(&live).unwrap().checking, "the probe finished");
+        assert_eq!(ring_addrs(&b), [live.as_str()]);
     }
 
     #[tokio::test]

@@ -75,6 +75,12 @@ impl ProxyError {
         }
     }
 
+    /// Whether nothing listened at the node's address (see [`crate::health::Outcome::Refused`]).
+    pub fn connect_refused(&self) -> bool {
+        matches!(self, ProxyError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+
     /// Whether the next candidate node may be tried: only node faults, which another node
     /// does not share.
     pub fn retryable(&self) -> bool {

@@ -61,7 +61,11 @@ pub enum Outcome {
     Ready,
     /// The node said it is draining.
     Draining,
-    /// Anything else: refused, timed out, 5xx, unparseable.
+    /// Nothing listens at the node's address: the connection was refused. A live node
+    /// never refuses (a full or draining one answers 503), so the node leaves the ring at
+    /// once instead of after `fall` checks: this is what a killed node looks like.
+    Refused,
+    /// Anything else: timed out, reset, 5xx, unparseable.
     Failed,
 }
 
@@ -108,6 +112,11 @@ impl Health {
                 self.fail_streak = 0;
                 self.state = State::Draining;
             }
+            Outcome::Refused => {
+                self.ok_streak = 0;
+                self.fail_streak = self.fail_streak.saturating_add(1).max(fall);
+                self.state = State::Down;
+            }
             Outcome::Failed => {
                 self.ok_streak = 0;
                 self.fail_streak = self.fail_streak.saturating_add(1);
@@ -144,7 +153,11 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Outcome {
 /// One `GET /readyz` to `addr`, bounded by `config.timeout`.
 pub async fn probe(addr: &str, config: &HealthConfig) -> Outcome {
     let attempt = async {
-        let mut sender = upstream::connect(addr).await.ok()?;
+        let mut sender = match upstream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) if e.connect_refused() => return Some(Outcome::Refused),
+            Err(_) => return None,
+        };
         let request = hyper::Request::get(config.path.as_str())
             .header(hyper::header::HOST, addr)
             .header(hyper::header::USER_AGENT, "herald-router")
@@ -212,6 +225,29 @@ mod tests {
         assert!(!h.observe(Outcome::Ready, 2, 3));
         assert!(h.observe(Outcome::Ready, 2, 3));
         assert_eq!(h.state, State::Up);
+    }
+
+    #[test]
+    fn a_refused_connection_is_down_at_once_and_rises_as_usual() {
+        let mut h = Health::default();
+        h.observe(Outcome::Ready, 2, 3);
+        assert!(h.observe(Outcome::Refused, 2, 3), "no fall streak needed");
+        assert_eq!(h.state, State::Down);
+        assert!(!h.observe(Outcome::Ready, 2, 3));
+        assert!(h.observe(Outcome::Ready, 2, 3), "back after rise checks");
+    }
+
+    #[tokio::test]
+    async fn a_probe_of_a_closed_port_is_refused() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            probe(&addr, &HealthConfig::default()).await,
+            Outcome::Refused
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const REHASHES: &str = "herald_router_rehashes_total";
 pub const RING_NODES: &str = "herald_router_ring_nodes";
 /// Tunnel bytes by `direction`: `client_to_node` or `node_to_client` (counter).
 pub const TUNNEL_BYTES: &str = "herald_router_tunnel_bytes_total";
+/// Out-of-schedule probes started because a node's tunnels ended together (counter).
+pub const BURST_PROBES: &str = "herald_router_burst_probes_total";
 /// How long tunnels lasted (histogram, seconds).
 pub const TUNNEL_DURATION: &str = "herald_router_tunnel_duration_seconds";
 
@@ -82,6 +84,11 @@ pub fn retry() {
     counter!(RETRIES).increment(1);
 }
 
+/// Counts a probe started by a burst of tunnel ends.
+pub fn burst_probe() {
+    counter!(BURST_PROBES).increment(1);
+}
+
 /// Records a finished tunnel.
 pub fn tunnel_closed(duration: Duration) {
     histogram!(TUNNEL_DURATION).record(duration.as_secs_f64());
@@ -97,6 +104,10 @@ fn describe() {
     describe_counter!(RETRIES, "Attempts on a further node after one failed.");
     describe_counter!(REHASHES, "Times the set of nodes in the ring changed.");
     describe_gauge!(RING_NODES, "Nodes taking new connections.");
+    describe_counter!(
+        BURST_PROBES,
+        "Probes started at once because a node's tunnels ended together."
+    );
     describe_counter!(
         TUNNEL_BYTES,
         Unit::Bytes,

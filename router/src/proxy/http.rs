@@ -51,7 +51,12 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
             Ok(s) => s,
             Err(e) => {
                 tracing::info!(client.addr = %client, node = %node.addr, error = %e, "cannot reach node");
-                router.backends.observe(&node.addr, Outcome::Failed);
+                let outcome = if e.connect_refused() {
+                    Outcome::Refused
+                } else {
+                    Outcome::Failed
+                };
+                router.backends.observe(&node.addr, outcome);
                 continue;
             }
         };

@@ -143,7 +143,9 @@ async fn ask(
         Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(Answer::Switched(r)),
         Ok(r) => Ok(Answer::Final(r)),
         Err(e) => {
-            if !matches!(e, ProxyError::Refused { .. }) {
+            if e.connect_refused() {
+                router.backends.observe(&node.addr, Outcome::Refused);
+            } else if !matches!(e, ProxyError::Refused { .. }) {
                 router.backends.observe(&node.addr, Outcome::Failed);
             }
             Err(e)
@@ -194,6 +196,10 @@ fn switch(
         )
         .await;
         tracing::debug!(node = %node2.addr, ?end, "tunnel ended");
+        // Ends by idling or by our own shutdown say nothing about the node.
+        if matches!(end, tunnel::End::Closed | tunnel::End::Error) {
+            router2.backends.tunnel_ended(&node2.addr);
+        }
     });
     let mut out = Response::new(super::full(Bytes::new()));
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
