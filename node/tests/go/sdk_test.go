@@ -330,8 +330,6 @@ var suite = []suiteCase{
 	}},
 
 	{name: "channels_claim_means_server_side_subscriptions",
-		skip: "node difference: Herald reads the connection token's channels claim as channels the user " +
-			"may subscribe to; Centrifugo subscribes the connection to them server-side at connect",
 		run: func(t *testing.T, s *servers) {
 			user := unique("claim")
 			channel := unique("claimed")

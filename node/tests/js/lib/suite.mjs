@@ -301,11 +301,7 @@ export function defineSuite(mode) {
     }
   });
 
-  test('a connection token with a channels claim subscribes the client server-side at connect', {
-    skip: differences ? false : 'node difference: Herald reads the connection '
-      + 'token\'s channels claim as channels the user may subscribe to; Centrifugo subscribes the '
-      + 'connection to them server-side at connect',
-  }, async () => {
+  test('a connection token with a channels claim subscribes the client server-side at connect', async () => {
     const user = unique('claim');
     const channel = unique('claimed');
     const c = await clients.connected(user, { token: connToken(s, user, 3600, { channels: [channel] }) });
@@ -313,6 +309,33 @@ export function defineSuite(mode) {
     await api(s, 'publish', { channel, data: { claimed: true } });
     await c.log.wait(() => c.log.of('publication').length === 1, 'publication on the claimed channel');
     assert.deepEqual(c.log.of('publication')[0].data, { claimed: true });
+    assert.equal(c.log.of('publication')[0].channel, channel);
+    const [sub] = c.log.of('subscribed');
+    assert.equal(sub.recoverable, true, JSON.stringify(sub));
+    assert.equal(sub.positioned, true, JSON.stringify(sub));
+  });
+
+  test('a claimed channel recovers what it missed after a reconnect (server-side recovery)', async () => {
+    const user = unique('claimrec');
+    const channel = unique('claimfeed');
+    // The reconnect waits at least 1.5 s: time for the test to publish while it is away.
+    const c = await clients.connected(user, {
+      token: connToken(s, user, 3600, { channels: [channel] }), minReconnectDelay: 1500, maxReconnectDelay: 1600,
+    });
+    await c.log.wait(() => c.log.of('subscribed').length === 1, 'server-side subscribed at connect');
+    for (let i = 0; i < 2; i++) await api(s, 'publish', { channel, data: { n: i } });
+    await c.log.wait(() => c.log.of('publication').length === 2, '2 live publications');
+    await api(s, 'disconnect', { user });
+    await c.log.wait(() => c.log.of('connecting').length === 2, 'connecting after the disconnect');
+    for (let i = 2; i < 5; i++) await api(s, 'publish', { channel, data: { n: i } });
+    await c.log.wait(() => c.log.of('subscribed').length === 2, 'server-side subscribed again', 2 * T);
+    const again = c.log.of('subscribed')[1];
+    assert.equal(again.wasRecovering, true, JSON.stringify(again));
+    assert.equal(again.recovered, true, JSON.stringify(again));
+    await api(s, 'publish', { channel, data: { n: 5 } });
+    await c.log.wait(() => c.log.of('publication').length === 6, '6 publications');
+    await sleep(200); // a late duplicate would show now
+    assert.deepEqual(c.log.of('publication').map((p) => p.data.n), [0, 1, 2, 3, 4, 5]);
   });
 
   return {
