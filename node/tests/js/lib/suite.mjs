@@ -10,9 +10,9 @@ import {
   Clients, T, api, connToken, sleep, startServers, subToken, subscribed, unique, waitFor,
 } from './herald.mjs';
 
-// Tests of known differences from Centrifugo are skipped until the node is fixed;
-// HERALD_SDK_RUN_DIFFERENCES=1 runs them (they fail on today's node).
-const differences = Boolean(process.env.HERALD_SDK_RUN_DIFFERENCES);
+// No known difference from Centrifugo is skipped here today. A new one gets
+// `skip: process.env.HERALD_SDK_RUN_DIFFERENCES ? false : 'why'` until the node is fixed,
+// as the Go suite does.
 
 export function defineSuite(mode) {
   let s;
@@ -258,44 +258,35 @@ export function defineSuite(mode) {
     assert.deepEqual(sub.log.of('error'), []);
   });
 
-  test('the protobuf client fails at the handshake (no subprotocol), fast and retrying: no hang', async () => {
+  test('the protobuf client is refused with a terminal close code (3506) and does not reconnect', async () => {
+    const opened = [];
     const closes = [];
-    // Observe the transport's close codes without touching the SDK: a ws subclass.
+    // Observe the transport without touching the SDK: a ws subclass.
     class Watched extends WebSocket {
       constructor(...args) {
         super(...args);
+        this.on('open', () => opened.push(this.protocol));
         this.on('close', (code) => closes.push(code));
       }
     }
     const c = new ProtobufCentrifuge(s.ws, {
       websocket: Watched, timeout: T, token: connToken(s, 'alice'), minReconnectDelay: 100, maxReconnectDelay: 200,
     });
-    const errors = [];
-    c.on('error', (ctx) => errors.push(ctx));
-    c.connect();
-    try {
-      await waitFor(() => closes.length >= 2, 'two failed attempts', T);
-      // The node answers 101 without the `centrifuge-protobuf` subprotocol the client
-      // asked for, so the WebSocket fails (1006) and the SDK retries with backoff.
-      assert.deepEqual(closes.slice(0, 2), [1006, 1006]);
-      assert.equal(c.state, 'connecting');
-      assert.ok(errors.length >= 2 && errors.every((e) => e.type === 'transport'), JSON.stringify(errors));
-    } finally {
-      c.disconnect();
-    }
-  });
-
-  test('the protobuf client is refused with a terminal close code and stops', {
-    skip: differences ? false : 'Herald gap: the node ignores the centrifuge-protobuf subprotocol; it '
-      + 'should select it and close 3501 (bad request, "protobuf is not supported") so the SDK stops',
-  }, async () => {
-    const c = new ProtobufCentrifuge(s.ws, { websocket: WebSocket, timeout: T, token: connToken(s, 'alice') });
     const gone = [];
     c.on('disconnected', (ctx) => gone.push(ctx));
     c.connect();
     try {
       await waitFor(() => gone.length === 1, 'the SDK stops');
-      assert.equal(gone[0].code, 3501, JSON.stringify(gone));
+      // The node selects the subprotocol (the handshake succeeds), then closes 3506
+      // "inappropriate protocol": Herald speaks JSON only, and the code is terminal.
+      assert.equal(gone[0].code, 3506, JSON.stringify(gone));
+      assert.match(gone[0].reason, /protobuf not supported/);
+      assert.deepEqual(opened, ['centrifuge-protobuf']);
+      // Well past the reconnect delays: no second attempt.
+      await sleep(1000);
+      assert.equal(c.state, 'disconnected');
+      assert.deepEqual(closes, [3506]);
+      assert.equal(opened.length, 1, 'one WebSocket, never reopened');
     } finally {
       c.disconnect();
     }
