@@ -3,9 +3,10 @@
 //! and `/metrics`.
 
 use crate::node::Node;
+use crate::session::Encoding;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ORIGIN};
+use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -179,25 +180,90 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
             return refuse("bad_handshake", StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
+    let encoding = requested_encoding(&req);
     let node2 = node.clone();
     node.tracker.spawn(async move {
         match fut.await {
             // Only the handshake is fastwebsockets': the session frames the stream
             // itself (see `session::frames`).
-            Ok(ws) => crate::session::serve(node2, ws.into_inner().into_inner(), remote).await,
+            Ok(ws) => {
+                let upgraded = ws.into_inner().into_inner();
+                crate::session::serve(node2, upgraded, remote, encoding).await
+            }
             Err(e) => {
                 node2.registry.release();
                 tracing::debug!(client.addr = %remote, error = %e, "upgrade failed");
             }
         }
     });
-    let (parts, _) = response.into_parts();
+    let (mut parts, _) = response.into_parts();
+    // Selecting the subprotocol lets the handshake succeed, so the client sees the
+    // session's terminal close instead of a failed handshake (1006) it retries forever.
+    if encoding == Encoding::Protobuf && offers_protobuf(&req) {
+        parts.headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(PROTOBUF_SUBPROTOCOL),
+        );
+    }
     Response::from_parts(parts, full(Bytes::new()))
+}
+
+/// The subprotocol Centrifugo's Protobuf clients ask for (centrifuge-js
+/// `build/protobuf`, centrifuge-go `NewProtobufClient`, centrifuge-java).
+const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
+
+/// Whether `Sec-WebSocket-Protocol` lists the Protobuf subprotocol.
+fn offers_protobuf<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == PROTOBUF_SUBPROTOCOL)
+}
+
+/// The encoding a client asks for, as Centrifugo reads it: the Protobuf subprotocol,
+/// or `cf_protocol=protobuf` (older: `format=protobuf`) in the query.
+fn requested_encoding<B>(req: &Request<B>) -> Encoding {
+    let query = req.uri().query().unwrap_or("");
+    let in_query = query
+        .split('&')
+        .any(|kv| kv == "cf_protocol=protobuf" || kv == "format=protobuf");
+    if in_query || offers_protobuf(req) {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::{origin_allowed, requested_encoding, Encoding};
+
+    #[test]
+    fn protobuf_is_recognised_by_subprotocol_or_query() {
+        let req = |uri: &str, protocol: Option<&str>| {
+            let mut b = hyper::Request::get(uri);
+            if let Some(p) = protocol {
+                b = b.header("sec-websocket-protocol", p);
+            }
+            b.body(()).unwrap()
+        };
+        let ws = "/connection/websocket";
+        assert_eq!(requested_encoding(&req(ws, None)), Encoding::Json);
+        assert_eq!(
+            requested_encoding(&req(ws, Some("centrifuge-json"))),
+            Encoding::Json
+        );
+        for protocol in ["centrifuge-protobuf", "other, centrifuge-protobuf"] {
+            let r = req(ws, Some(protocol));
+            assert_eq!(requested_encoding(&r), Encoding::Protobuf, "{protocol}");
+        }
+        let query = "/connection/websocket?a=1&cf_protocol=protobuf";
+        assert_eq!(requested_encoding(&req(query, None)), Encoding::Protobuf);
+        let json = "/connection/websocket?cf_protocol=json";
+        assert_eq!(requested_encoding(&req(json, None)), Encoding::Json);
+    }
 
     #[test]
     fn origins() {

@@ -110,17 +110,17 @@ pub(crate) fn sent(conn: &Conn) -> Vec<String> {
 /// A token signed with the test configuration's secret, valid for a minute: a
 /// connection token, or with `channel` a subscription token.
 pub(crate) fn token(user: &str, channel: Option<&str>) -> String {
-    use herald_shared::auth::{mint, now_secs, Algorithm, MintClaims, SignKey};
-    let claims = MintClaims {
+    use herald_shared::auth::{now_secs, MintClaims};
+    mint_token(&MintClaims {
         sub: user.into(),
         exp: Some(now_secs() + 60),
         channel: channel.map(str::to_owned),
         ..Default::default()
-    };
-    mint(
-        Algorithm::HS256,
-        &SignKey::Hmac(b"secret".to_vec()),
-        &claims,
-    )
-    .expect("token")
+    })
+}
+
+/// A token with these claims, signed with the test secret.
+pub(crate) fn mint_token(claims: &herald_shared::auth::MintClaims) -> String {
+    use herald_shared::auth::{mint, Algorithm, SignKey};
+    mint(Algorithm::HS256, &SignKey::Hmac(b"secret".to_vec()), claims).expect("token")
 }

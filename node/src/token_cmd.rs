@@ -16,7 +16,8 @@ Prints a token signed with this node's HMAC secret (HERALD_TOKEN_HMAC_SECRET).
 
 Options:
   --user ID            user id (the `sub` claim); required, may be empty (--user=)
-  --channels A,B       comma-separated channels the user may subscribe to (connection token)
+  --channels A,B       comma-separated channels the connection is subscribed to
+                       server-side at connect (connection token; the `channels` claim)
   --ttl SECONDS        lifetime in seconds; 0 = never expires [default: 3600]
   --channel CHANNEL    make a subscription token for CHANNEL instead of a connection token
   --info JSON          the `info` claim: any JSON, e.g. '{\"name\":\"Ann\"}'

@@ -1,17 +1,21 @@
-//! Server API actions on a user's connections: subscribe, unsubscribe, disconnect.
+//! Server API actions on a user's connections: subscribe, unsubscribe, disconnect; and
+//! the one server-side subscribe that both the API and a token's `channels` claim use.
 //!
 //! The API turns a request into a [`Control`]; the broker brings it to every node (the
 //! embedded broker: just this one), and each node applies it to its own connections
 //! here.
 
 use super::subscribe::{attach, detach, AttachOptions};
+use crate::config::NamespaceOptions;
 use crate::conn::outbound::CloseReason;
-use crate::conn::ChannelState;
+use crate::conn::{ChannelState, Conn};
 use crate::node::Node;
 use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
-use herald_shared::protocol::{DisconnectCode, RawJson, StreamPosition};
+use herald_shared::protocol::{
+    DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
+};
 use std::borrow::Cow;
 
 /// Applies an action to this node's matching connections.
@@ -69,16 +73,15 @@ pub async fn apply(node: &Node, control: Control) {
                 if conn.is_subscribed(&channel) {
                     continue;
                 }
-                let state = ChannelState {
-                    chan_info: chan_info.clone(),
-                    expires_at: 0,
-                };
-                let options = AttachOptions {
-                    join_leave: false,
-                    recover: recover.clone(),
-                    reject_unrecovered: false,
-                };
-                match attach(node, &conn, &channel, ns, state, options).await {
+                let attached = attach_server_side(
+                    node,
+                    &conn,
+                    &channel,
+                    ns,
+                    chan_info.clone(),
+                    recover.clone(),
+                );
+                match attached.await {
                     Ok((result, up_to)) => {
                         conn.out.push(encode_subscribe_push(&channel, &result));
                         node.hub.go_live(&channel, conn.id, up_to);
@@ -90,6 +93,31 @@ pub async fn apply(node: &Node, control: Control) {
             }
         }
     }
+}
+
+/// Subscribes a connection server-side: for the server API's `subscribe` and for the
+/// `channels` claim of a connection token (Centrifugo's meaning of both). Trusted, so no
+/// permission check; the client asked for no join/leave pushes; it recovers from
+/// `recover` only when the namespace allows recovery. Returns what [`attach`] does: the
+/// caller queues the push or the connect reply, then calls `hub.go_live`.
+pub async fn attach_server_side(
+    node: &Node,
+    conn: &Conn,
+    channel: &str,
+    ns: &NamespaceOptions,
+    chan_info: Option<RawJson>,
+    recover: Option<StreamPosition>,
+) -> Result<(SubscribeResult, u64), ErrorCode> {
+    let state = ChannelState {
+        chan_info,
+        expires_at: 0,
+    };
+    let options = AttachOptions {
+        join_leave: false,
+        recover: recover.filter(|_| ns.recovery),
+        reject_unrecovered: false,
+    };
+    attach(node, conn, channel, ns, state, options).await
 }
 
 /// An empty client id means every connection of the user.

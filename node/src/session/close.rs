@@ -3,6 +3,7 @@
 
 use super::frames::ReadError;
 use crate::conn::outbound::CloseReason;
+use herald_shared::protocol::DisconnectCode;
 
 /// RFC 6455 close codes used for transport-level problems.
 pub(super) mod ws_close {
@@ -23,6 +24,19 @@ pub(super) fn transport_close(code: u16, reason: &'static str) -> CloseReason {
     CloseReason {
         code,
         reason: reason.into(),
+        push: false,
+    }
+}
+
+/// The close for a client that chose the Protobuf encoding at the upgrade, which the
+/// node does not speak: 3506 (inappropriate protocol: the connection's format cannot
+/// carry the node's data), terminal for every SDK (3500-3999), with a reason text, which
+/// centrifuge-js needs to take the code as final. No `disconnect` push: it is JSON,
+/// which a Protobuf client cannot read.
+pub(super) fn protobuf_refused() -> CloseReason {
+    CloseReason {
+        code: DisconnectCode::InappropriateProtocol.code(),
+        reason: "protobuf not supported: use the JSON encoding".into(),
         push: false,
     }
 }

@@ -33,7 +33,9 @@ use crate::conn::socket::SharedWrite;
 use crate::conn::Conn;
 use crate::node::Node;
 use bytes::Bytes;
-use close::{binary_refused, close_answer, close_for_error, transport_close, ws_close};
+use close::{
+    binary_refused, close_answer, close_for_error, protobuf_refused, transport_close, ws_close,
+};
 use fastwebsockets::OpCode;
 use frames::FrameReader;
 use handler::{Flow, Session};
@@ -55,8 +57,18 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// connection until the writer's own stall timeout.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
+/// The encoding of the client protocol a client chose at the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON text frames: the one the node speaks.
+    Json,
+    /// Protobuf (subprotocol `centrifuge-protobuf`, or `?cf_protocol=protobuf`): the
+    /// session closes at once with a terminal code instead of leaving the SDK to retry.
+    Protobuf,
+}
+
 /// Runs a connection from the completed upgrade to its end.
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, encoding: Encoding) {
     // The node serves plain TCP (TLS ends at the load balancer), so the upgraded
     // connection is always hyper's wrapper around our own `TcpStream`.
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
@@ -83,6 +95,8 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr) {
         node.registry.open(conn.clone());
         if node.stop.is_cancelled() {
             conn.out.close(DisconnectCode::Shutdown);
+        } else if encoding == Encoding::Protobuf {
+            conn.out.close(protobuf_refused());
         }
         // Checked per frame here; the whole message (all fragments) is checked below.
         let mut frames = FrameReader::new(&early, node.config.limits.max_message_size);

@@ -132,6 +132,11 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
+        Client::from_ws(ws)
+    }
+
+    /// A client on a WebSocket opened by the caller (custom handshake headers).
+    pub(crate) fn from_ws(ws: Ws) -> Client {
         Client {
             ws,
             next_id: 0,

@@ -307,7 +307,7 @@ var suite = []suiteCase{
 		eq(t, sr.count("error"), 0, "subscription errors")
 	}},
 
-	{name: "protobuf_client_is_closed_1003_sdk_times_out_and_retries", run: func(t *testing.T, s *servers) {
+	{name: "protobuf_client_is_refused_3506_and_stops", run: func(t *testing.T, s *servers) {
 		c := centrifuge.NewProtobufClient(s.WS, centrifuge.Config{
 			Token: s.token("alice", time.Hour, nil), ReadTimeout: time.Second,
 			MinReconnectDelay: 100 * time.Millisecond, MaxReconnectDelay: 200 * time.Millisecond,
@@ -316,22 +316,20 @@ var suite = []suiteCase{
 		watch(c, r)
 		t.Cleanup(c.Close)
 		must(t, c.Connect())
-		// The node closes the connection at the first binary frame (1003, "binary
-		// frames are not supported: use JSON text frames"); centrifuge-go does not look
-		// at a close while its connect is pending, so each attempt ends in its own
-		// connect timeout (ReadTimeout) and it retries with backoff: slow, never stuck.
-		r.wait(t, "two failed attempts", 3*T, func() bool { return r.count("error") >= 2 })
-		for _, v := range r.of("error") {
-			err := v.(centrifuge.ErrorEvent).Error
-			ok(t, strings.Contains(err.Error(), "timeout"), "error %v", err)
-		}
+		// The node selects the centrifuge-protobuf subprotocol, then closes 3506
+		// ("protobuf not supported"): terminal, so the SDK moves to disconnected.
+		r.wait(t, "disconnected", T, func() bool { return r.count("disconnected") == 1 })
+		d := r.of("disconnected")[0].(centrifuge.DisconnectedEvent)
+		eq(t, d.Code, uint32(3506), "code")
+		ok(t, strings.Contains(d.Reason, "protobuf not supported"), "reason %q", d.Reason)
+		// Well past the reconnect delays: no second attempt.
+		time.Sleep(time.Second)
+		eq(t, r.count("connecting"), 1, "connecting events (Connect only)")
 		eq(t, r.count("connected"), 0, "connected events")
-		eq(t, c.State(), centrifuge.StateConnecting, "state")
+		eq(t, c.State(), centrifuge.StateDisconnected, "state")
 	}},
 
 	{name: "channels_claim_means_server_side_subscriptions",
-		skip: "node difference: Herald reads the connection token's channels claim as channels the user " +
-			"may subscribe to; Centrifugo subscribes the connection to them server-side at connect",
 		run: func(t *testing.T, s *servers) {
 			user := unique("claim")
 			channel := unique("claimed")

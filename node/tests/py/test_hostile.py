@@ -35,15 +35,16 @@ _probe = 0
 
 
 async def assert_serving(node: Node, ws_url: str | None = None) -> None:
-    """A fresh client connects (through `ws_url` when given, e.g. the router), subscribes
-    and receives a publication made through the node's server API."""
+    """A fresh client connects (through `ws_url` when given, e.g. the router), subscribed
+    server-side by its token's `channels` claim (so even where client subscribes are
+    off), and receives a publication made through the node's server API."""
     global _probe
     _probe += 1
     channel = f"alive-{_probe}"
     c = await RawClient.open(ws_url or node.ws_url)
     try:
-        await c.connect(node.token(f"probe-{_probe}", channels=[channel]))
-        await c.subscribe(channel)
+        connected = await c.connect(node.token(f"probe-{_probe}", channels=[channel]))
+        assert channel in connected.get("subs", {}), connected
         r = await api_post(node, "publish", {"channel": channel, "data": {"alive": _probe}})
         assert r.status == 200, r.text
         assert (await c.next_pub(channel))["data"] == {"alive": _probe}
@@ -414,8 +415,10 @@ async def test_commands_within_the_rate_are_all_answered(node_factory, raw):
 
 async def test_channel_permissions_cannot_be_forged(node_factory, raw):
     node = node_factory(HERALD_ALLOW_SUBSCRIBE=False, HERALD_ALLOW_PUBLISH=True)
-    c = await raw(node, token=node.token("alice", channels=["granted"]))
-    await c.subscribe("granted")
+    c = await raw(node, connect=False)
+    connected = await c.connect(node.token("alice", channels=["granted"]))
+    # The claim subscribes server-side; it grants no client subscribe to anything else.
+    assert set(connected.get("subs", {})) == {"granted"}, connected
     cases = {
         "not in the channels claim": {"channel": "other"},
         "private, no token": {"channel": "$p"},

@@ -402,15 +402,40 @@ async def test_expired_subscription_token_is_109(node, raw):
     assert reply.get("error", {}).get("code") == 109, reply
 
 
-async def test_private_channel_listed_in_connection_token_channels_claim(node, raw, cent_api):
-    c = await raw(node, token=node.token("alice", channels=["$listed"]))
-    # The channel may already be subscribed server-side; either way the client is allowed.
+async def test_channels_claim_subscribes_server_side_at_connect(node, raw, cent_api):
+    c = await raw(node, connect=False)
+    connected = await c.connect(node.token("alice", channels=["$listed", "plain"]))
+    # Centrifugo's meaning: the claim's channels (private ones too, the token is trusted)
+    # are subscribed server-side and answered in the connect reply's `subs`.
+    subs = connected.get("subs", {})
+    assert set(subs) == {"$listed", "plain"}, connected
+    assert subs["plain"].get("recoverable") is True and subs["plain"].get("positioned") is True, subs
     reply = await c.request("subscribe", {"channel": "$listed"})
-    assert "subscribe" in reply or reply.get("error", {}).get("code") == 105, reply
+    assert reply.get("error", {}).get("code") == 105, reply
     await cent_api(node).publish(PublishRequest(channel="$listed", data={"ok": 1}))
     assert (await c.next_pub("$listed"))["data"] == {"ok": 1}
     denied = await c.request("subscribe", {"channel": "$unlisted"})
     assert denied.get("error", {}).get("code") == 103, denied
+
+
+async def test_channels_claim_recovers_from_the_connect_subs_position(node, raw, cent_api):
+    first = await raw(node, connect=False)
+    epoch = (await first.connect(node.token("alice", channels=["claimed"])))["subs"]["claimed"]["epoch"]
+    await first.close()
+    for n in range(3):
+        await cent_api(node).publish(PublishRequest(channel="claimed", data={"n": n}))
+    c = await raw(node, connect=False)
+    since = {"recover": True, "offset": 1, "epoch": epoch}
+    connected = await c.connect(node.token("alice", channels=["claimed"]), subs={"claimed": since})
+    sub = connected["subs"]["claimed"]
+    assert sub.get("recovered") is True and sub.get("was_recovering") is True, sub
+    assert [p["data"]["n"] for p in sub.get("publications", [])] == [1, 2], sub
+
+
+async def test_an_unknown_namespace_in_the_channels_claim_refuses_the_connect(node, raw):
+    c = await raw(node, connect=False)
+    reply = await c.request("connect", {"token": node.token("alice", channels=["nope:x"])})
+    assert reply.get("error", {}).get("code") == 102, reply
 
 
 async def test_refresh_command_extends_the_session(node, raw):

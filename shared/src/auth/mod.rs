@@ -142,7 +142,7 @@ pub struct ConnectionClaims {
     pub exp: Option<u64>,
     /// `info`: arbitrary JSON kept verbatim, attached to presence and publications.
     pub info: Option<RawJson>,
-    /// `channels`: channels this user may subscribe to without a subscription token.
+    /// `channels`: channels the node subscribes the connection to server-side at connect.
     pub channels: Vec<String>,
 }
 
@@ -192,7 +192,8 @@ pub struct MintClaims {
     /// `exp`: unix seconds; `None` makes a token that never expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
-    /// `channels`: channels the user may subscribe to (connection tokens).
+    /// `channels`: channels the connection is subscribed to server-side at connect
+    /// (connection tokens; Centrifugo's meaning).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
     /// `info`: arbitrary JSON about the user or subscription.

@@ -164,7 +164,7 @@ struct TokenClaims {
     /// Arbitrary JSON, kept verbatim.
     #[serde(default)]
     info: Option<RawJson>,
-    /// Channels a connection may subscribe to.
+    /// Channels the connection is subscribed to server-side at connect.
     #[serde(default)]
     channels: Option<Vec<String>>,
     /// The channel a subscription token grants.

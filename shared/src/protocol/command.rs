@@ -154,7 +154,8 @@ pub struct ConnectRequest {
     /// Custom data the client sends with the connect.
     #[serde(default)]
     pub data: Option<RawJson>,
-    /// Subscriptions to restore in the same round trip.
+    /// The server-side subscriptions the client had, with the position to recover each
+    /// from (a channel the token's `channels` claim no longer lists is ignored).
     #[serde(default)]
     pub subs: HashMap<String, SubscribeRequest>,
     /// SDK name.

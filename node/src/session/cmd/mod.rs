@@ -17,7 +17,6 @@ use crate::channel::ChannelError;
 use crate::conn::Conn;
 use crate::node::Node;
 use herald_shared::protocol::{DisconnectCode, ErrorCode};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The protocol state of one connection that commands work on.
@@ -26,18 +25,12 @@ pub(super) struct Client {
     pub(super) node: Arc<Node>,
     /// The connection.
     pub(super) conn: Arc<Conn>,
-    /// Channels the connection token allows (`channels` claim).
-    pub(super) allowed: HashSet<String>,
 }
 
 impl Client {
     /// The state of a fresh connection.
     pub(super) fn new(node: Arc<Node>, conn: Arc<Conn>) -> Self {
-        Client {
-            node,
-            conn,
-            allowed: HashSet::new(),
-        }
+        Client { node, conn }
     }
 }
 

@@ -32,10 +32,7 @@ pub(in crate::session) async fn subscribe(
 
 /// Everything of subscribe except queuing the reply: checks, then attaches (as
 /// syncing). Returns the reply and the offset it delivers up to, for go-live.
-pub(super) async fn prepare(
-    c: &mut Client,
-    req: SubscribeRequest,
-) -> Result<(SubscribeResult, u64), Failure> {
+async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResult, u64), Failure> {
     let node = c.node.clone();
     let ns = channel::namespace(&node, &req.channel)?;
     if c.conn.is_subscribed(&req.channel) {
@@ -59,8 +56,9 @@ pub(super) async fn prepare(
         .map_err(Failure::Error)
 }
 
-/// Whether this connection may subscribe: a subscription token for it, the connection
-/// token's `channels` claim, or a namespace open to all (never for `$` channels).
+/// Whether this connection may subscribe: a subscription token for it, or a namespace
+/// open to all (never for `$` channels). The connection token's `channels` claim grants
+/// nothing here: those channels are subscribed server-side at connect.
 /// Returns the `chan_info` and expiry that come with a subscription token.
 fn authorize(
     c: &Client,
@@ -90,7 +88,7 @@ fn authorize(
         };
     }
     let private = req.channel.starts_with('$');
-    if c.allowed.contains(&req.channel) || (!private && ns.allow_subscribe) {
+    if !private && ns.allow_subscribe {
         Ok(ChannelState::default())
     } else {
         Err(ErrorCode::PermissionDenied.into())

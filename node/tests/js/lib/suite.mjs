@@ -10,9 +10,9 @@ import {
   Clients, T, api, connToken, sleep, startServers, subToken, subscribed, unique, waitFor,
 } from './herald.mjs';
 
-// Tests of known differences from Centrifugo are skipped until the node is fixed;
-// HERALD_SDK_RUN_DIFFERENCES=1 runs them (they fail on today's node).
-const differences = Boolean(process.env.HERALD_SDK_RUN_DIFFERENCES);
+// No known difference from Centrifugo is skipped here today. A new one gets
+// `skip: process.env.HERALD_SDK_RUN_DIFFERENCES ? false : 'why'` until the node is fixed,
+// as the Go suite does.
 
 export function defineSuite(mode) {
   let s;
@@ -258,54 +258,41 @@ export function defineSuite(mode) {
     assert.deepEqual(sub.log.of('error'), []);
   });
 
-  test('the protobuf client fails at the handshake (no subprotocol), fast and retrying: no hang', async () => {
+  test('the protobuf client is refused with a terminal close code (3506) and does not reconnect', async () => {
+    const opened = [];
     const closes = [];
-    // Observe the transport's close codes without touching the SDK: a ws subclass.
+    // Observe the transport without touching the SDK: a ws subclass.
     class Watched extends WebSocket {
       constructor(...args) {
         super(...args);
+        this.on('open', () => opened.push(this.protocol));
         this.on('close', (code) => closes.push(code));
       }
     }
     const c = new ProtobufCentrifuge(s.ws, {
       websocket: Watched, timeout: T, token: connToken(s, 'alice'), minReconnectDelay: 100, maxReconnectDelay: 200,
     });
-    const errors = [];
-    c.on('error', (ctx) => errors.push(ctx));
-    c.connect();
-    try {
-      await waitFor(() => closes.length >= 2, 'two failed attempts', T);
-      // The node answers 101 without the `centrifuge-protobuf` subprotocol the client
-      // asked for, so the WebSocket fails (1006) and the SDK retries with backoff.
-      assert.deepEqual(closes.slice(0, 2), [1006, 1006]);
-      assert.equal(c.state, 'connecting');
-      assert.ok(errors.length >= 2 && errors.every((e) => e.type === 'transport'), JSON.stringify(errors));
-    } finally {
-      c.disconnect();
-    }
-  });
-
-  test('the protobuf client is refused with a terminal close code and stops', {
-    skip: differences ? false : 'Herald gap: the node ignores the centrifuge-protobuf subprotocol; it '
-      + 'should select it and close 3501 (bad request, "protobuf is not supported") so the SDK stops',
-  }, async () => {
-    const c = new ProtobufCentrifuge(s.ws, { websocket: WebSocket, timeout: T, token: connToken(s, 'alice') });
     const gone = [];
     c.on('disconnected', (ctx) => gone.push(ctx));
     c.connect();
     try {
       await waitFor(() => gone.length === 1, 'the SDK stops');
-      assert.equal(gone[0].code, 3501, JSON.stringify(gone));
+      // The node selects the subprotocol (the handshake succeeds), then closes 3506
+      // "inappropriate protocol": Herald speaks JSON only, and the code is terminal.
+      assert.equal(gone[0].code, 3506, JSON.stringify(gone));
+      assert.match(gone[0].reason, /protobuf not supported/);
+      assert.deepEqual(opened, ['centrifuge-protobuf']);
+      // Well past the reconnect delays: no second attempt.
+      await sleep(1000);
+      assert.equal(c.state, 'disconnected');
+      assert.deepEqual(closes, [3506]);
+      assert.equal(opened.length, 1, 'one WebSocket, never reopened');
     } finally {
       c.disconnect();
     }
   });
 
-  test('a connection token with a channels claim subscribes the client server-side at connect', {
-    skip: differences ? false : 'node difference: Herald reads the connection '
-      + 'token\'s channels claim as channels the user may subscribe to; Centrifugo subscribes the '
-      + 'connection to them server-side at connect',
-  }, async () => {
+  test('a connection token with a channels claim subscribes the client server-side at connect', async () => {
     const user = unique('claim');
     const channel = unique('claimed');
     const c = await clients.connected(user, { token: connToken(s, user, 3600, { channels: [channel] }) });
@@ -313,6 +300,33 @@ export function defineSuite(mode) {
     await api(s, 'publish', { channel, data: { claimed: true } });
     await c.log.wait(() => c.log.of('publication').length === 1, 'publication on the claimed channel');
     assert.deepEqual(c.log.of('publication')[0].data, { claimed: true });
+    assert.equal(c.log.of('publication')[0].channel, channel);
+    const [sub] = c.log.of('subscribed');
+    assert.equal(sub.recoverable, true, JSON.stringify(sub));
+    assert.equal(sub.positioned, true, JSON.stringify(sub));
+  });
+
+  test('a claimed channel recovers what it missed after a reconnect (server-side recovery)', async () => {
+    const user = unique('claimrec');
+    const channel = unique('claimfeed');
+    // The reconnect waits at least 1.5 s: time for the test to publish while it is away.
+    const c = await clients.connected(user, {
+      token: connToken(s, user, 3600, { channels: [channel] }), minReconnectDelay: 1500, maxReconnectDelay: 1600,
+    });
+    await c.log.wait(() => c.log.of('subscribed').length === 1, 'server-side subscribed at connect');
+    for (let i = 0; i < 2; i++) await api(s, 'publish', { channel, data: { n: i } });
+    await c.log.wait(() => c.log.of('publication').length === 2, '2 live publications');
+    await api(s, 'disconnect', { user });
+    await c.log.wait(() => c.log.of('connecting').length === 2, 'connecting after the disconnect');
+    for (let i = 2; i < 5; i++) await api(s, 'publish', { channel, data: { n: i } });
+    await c.log.wait(() => c.log.of('subscribed').length === 2, 'server-side subscribed again', 2 * T);
+    const again = c.log.of('subscribed')[1];
+    assert.equal(again.wasRecovering, true, JSON.stringify(again));
+    assert.equal(again.recovered, true, JSON.stringify(again));
+    await api(s, 'publish', { channel, data: { n: 5 } });
+    await c.log.wait(() => c.log.of('publication').length === 6, '6 publications');
+    await sleep(200); // a late duplicate would show now
+    assert.deepEqual(c.log.of('publication').map((p) => p.data.n), [0, 1, 2, 3, 4, 5]);
   });
 
   return {

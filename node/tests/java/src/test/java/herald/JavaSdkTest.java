@@ -1,7 +1,6 @@
 package herald;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.centrifugal.centrifuge.Client;
 import io.github.centrifugal.centrifuge.ClientState;
@@ -23,9 +22,10 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * centrifuge-java 0.4.1, the newest on Maven Central, unchanged. It encodes the client
- * protocol v2 in Protobuf only (binary frames, {@code ?cf_protocol=protobuf}); Herald
- * speaks its JSON encoding only. What must hold today: the SDK gets a close code
- * quickly and keeps retrying with backoff, never hangs connected-but-silent.
+ * protocol v2 in Protobuf only (subprotocol {@code centrifuge-protobuf}, binary frames);
+ * Herald speaks its JSON encoding only. What must hold today: the node accepts the
+ * subprotocol and closes at once with 3506 ("protobuf not supported"), a terminal code,
+ * so the SDK ends disconnected instead of retrying forever or hanging.
  */
 class JavaSdkTest {
 
@@ -68,23 +68,21 @@ class JavaSdkTest {
 
     @ParameterizedTest
     @ValueSource(strings = {"single", "cluster"})
-    void protobufClientIsClosedAtOnceAndRetriesWithBackoff(String mode) throws Exception {
+    void protobufClientIsRefusedWithATerminalCodeAndStops(String mode) throws Exception {
         try (Servers s = Servers.start(mode)) {
             Recorder r = new Recorder();
             Client c = client(s, "alice", r);
             c.connect();
             try {
-                // The node closes the connection at the first binary frame with 1003
-                // ("binary frames are not supported"); the SDK reports each failed
-                // attempt as an error (an IOException), stays connecting and retries
-                // with backoff: a loud failure, never a silent hang.
-                Servers.waitFor("two failed attempts", 3 * Servers.T_MS, () -> r.errors.size() >= 2);
-                assertTrue(r.errors.stream().allMatch(e -> e.getCause() instanceof java.io.IOException),
-                        "errors " + r.errors);
+                // 3506 is in 3500-3999: the SDK does not reconnect.
+                Servers.waitFor("disconnected", Servers.T_MS, () -> !r.disconnected.isEmpty());
+                assertEquals(List.of(3506), r.disconnected, "disconnect codes");
+                // Well past the reconnect delays (100-200 ms): no second attempt.
+                Thread.sleep(1000);
                 assertEquals(List.of(0), r.connecting, "one connecting event: connect called");
                 assertEquals(List.of(), r.connected, "never connected");
-                assertEquals(List.of(), r.disconnected, "never gave up");
-                assertEquals(ClientState.CONNECTING, c.getState());
+                assertEquals(List.of(3506), r.disconnected, "stopped once");
+                assertEquals(ClientState.DISCONNECTED, c.getState());
             } finally {
                 c.close(Servers.T_MS);
             }
