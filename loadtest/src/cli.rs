@@ -127,6 +127,11 @@ pub struct Common {
     /// source address. Set automatically for a --local router.
     #[arg(long, value_name = "NAME")]
     pub sticky_query: Option<String>,
+    /// Pid of a server process behind --url (repeatable): its CPU seconds and resident
+    /// memory over the run are read from /proc and reported, with deliveries per
+    /// server CPU-second. Needs the server on this machine.
+    #[arg(long, value_name = "PID", conflicts_with = "local")]
+    pub server_pid: Vec<u32>,
     /// Settings of a local cluster.
     #[command(flatten)]
     pub local_opts: LocalOpts,

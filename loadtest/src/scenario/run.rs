@@ -25,6 +25,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
+
+/// Label prefix of `--server-pid` processes in the report (`server-<pid>`).
+pub const SERVER_PID_LABEL: &str = "server-";
 /// Runs one scenario; returns whether every target passed.
 pub async fn run(common: Common, plan: Plan) -> anyhow::Result<bool> {
     let unknown = expect::unknown_metrics(&common.expect, METRICS);
@@ -150,8 +153,19 @@ impl Driver<'_> {
 
 async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Report> {
     let cluster = setup.cluster.as_ref();
+    let server_pids: Vec<(String, Option<u32>)> = common
+        .server_pid
+        .iter()
+        .map(|&pid| (format!("{SERVER_PID_LABEL}{pid}"), Some(pid)))
+        .collect();
+    for (label, pid) in &server_pids {
+        if pid.and_then(crate::local::procstat::read).is_none() {
+            bail!("--server-pid: cannot read /proc for {label}; is the server on this machine?");
+        }
+    }
     let mut mon = Monitors {
-        server: cluster.map(|_| Monitor::default()),
+        server: (cluster.is_some() || !server_pids.is_empty()).then(Monitor::default),
+        server_pids,
         generator: Monitor::default(),
         generator_pids: vec![("loadtest".into(), Some(std::process::id()))],
     };
