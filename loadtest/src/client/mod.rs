@@ -8,9 +8,12 @@
 //! # Layout
 //! - this file: the client, its connection loop, reconnects and publishing.
 //! - [`messages`]: what the client does with each message from the server.
+//! - [`pusher`]: the same for a Pusher-protocol server.
 
 mod messages;
+mod pusher;
 
+use crate::cli::Protocol;
 use crate::protocol;
 use crate::shard::ctx::ShardCtx;
 use crate::stats::stream::{Delta, StreamTracker};
@@ -200,9 +203,15 @@ impl Client {
             _ => return Ended::Failed,
         };
         self.out.clear();
-        protocol::encode_connect(&mut self.out, CONNECT_ID, &self.token);
-        ws.queue_text(&self.out);
-        self.out.clear();
+        match ctx.spec.protocol {
+            Protocol::Centrifugo => {
+                protocol::encode_connect(&mut self.out, CONNECT_ID, &self.token);
+                ws.queue_text(&self.out);
+                self.out.clear();
+            }
+            // The server speaks first: `pusher:connection_established`.
+            Protocol::Pusher => {}
+        }
         let mut phase = Phase::Connecting;
         let deadline = sleep(limit);
         tokio::pin!(deadline);

@@ -90,6 +90,7 @@ fn start_shards(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<V
             channels: plan.layout.clone(),
             publish: plan.client_publish.clone(),
             sticky_query: setup.sticky_query.clone(),
+            protocol: common.protocol,
         };
         first += count;
         handles.push(if in_process {
@@ -233,6 +234,20 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
         }
     };
 
+    // A fan-out that starts with subscribers missing would report their publications
+    // as neither delivered nor lost: refuse to measure it.
+    if plan.require_subscribed {
+        let subscribed = d.live.sum().subscribed;
+        let expected = (plan.clients * plan.layout.count.min(1)) as u64;
+        if subscribed < expected {
+            bail!(
+                "only {subscribed} of {expected} subscriptions were confirmed before publishing \
+                 (connections failed: {}); not measuring",
+                d.live.sum().conn_failed
+            );
+        }
+    }
+
     // Measure.
     for h in &mut handles {
         h.send(Control::Publish { on: true }).await;
@@ -258,7 +273,7 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
     let publisher = plan.api_publish.as_ref().map(|p| {
         let job = PublishJob {
             bases: setup.api_bases.clone(),
-            key: setup.api_key.clone().unwrap_or_default(),
+            auth: setup.api_auth.clone(),
             channel: p.channel.clone(),
             rate: p.rate,
             payload: p.payload,
