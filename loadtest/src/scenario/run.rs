@@ -237,8 +237,14 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
     // A fan-out that starts with subscribers missing would report their publications
     // as neither delivered nor lost: refuse to measure it.
     if plan.require_subscribed {
-        let subscribed = d.live.sum().subscribed;
         let expected = (plan.clients * plan.layout.count.min(1)) as u64;
+        // Shards send their counters once a second: wait for the report that follows
+        // the last confirmation.
+        d.pump_until(Instant::now() + Duration::from_millis(2500), |l| {
+            l.sum().subscribed >= expected
+        })
+        .await;
+        let subscribed = d.live.sum().subscribed;
         if subscribed < expected {
             bail!(
                 "only {subscribed} of {expected} subscriptions were confirmed before publishing \
