@@ -213,6 +213,14 @@ impl Client {
             Protocol::Pusher => {}
         }
         let mut phase = Phase::Connecting;
+        // What came in with the upgrade response (a server that speaks first) is
+        // already buffered: handle it before waiting for more bytes.
+        let mut batch = Batch::default();
+        let early = self.drain_events(&mut ws, &mut phase, started, &mut batch);
+        self.flush_batch(&mut batch);
+        if early.is_err() {
+            return Ended::Failed;
+        }
         let deadline = sleep(limit);
         tokio::pin!(deadline);
         // Created once ready: a timer that ticked unobserved while connecting would fire
