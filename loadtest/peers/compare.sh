@@ -5,8 +5,8 @@
 #
 #   loadtest/peers/compare.sh            # COMPARE_DURATION=20s by default
 #
-# Environment: COMPARE_DURATION (measured phase of each run), SOCKUDO_BIN and
-# CENTRIFUGO_BIN (use these binaries instead of finding or installing them under
+# Environment: COMPARE_DURATION (measured phase of each run), SOCKUDO_BIN,
+# COMPARE_PUBLISHERS (concurrent API connections, default 8), CENTRIFUGO_BIN (use these binaries instead of finding or installing them under
 # target/peers/), COMPARE_OUT (result directory, default target/peers/results).
 # Exits non-zero when a server could not be installed, started or measured; the
 # others still run and the table shows `failed: <reason>` for it.
@@ -22,6 +22,9 @@ SECRET=compare-secret-$RANDOM$RANDOM$RANDOM
 KEY=compare-key-$RANDOM$RANDOM
 APP_ID=compare-app
 SERVER_PID=
+# Concurrent API connections: with one, a server whose API answers in more than
+# 1/rate seconds publishes below the rate asked, and the run measures its API latency.
+PUBLISHERS=${COMPARE_PUBLISHERS:-8}
 
 cleanup() {
     if [[ -n $SERVER_PID ]]; then
@@ -220,7 +223,8 @@ for s in "${scenarios[@]}"; do
             continue
         fi
         if ! "$LOADTEST" fanout "${TARGET[@]}" --server-pid "$SERVER_PID" \
-            --subscribers "$subs" --rate "$rate" --payload 64 --duration "$DURATION" \
+            --subscribers "$subs" --rate "$rate" --payload 64 --publishers "$PUBLISHERS" \
+            --duration "$DURATION" \
             --quiet --json "$OUT/$scen-$name.json" >"$OUT/$scen-$name.txt" 2>&1; then
             reason=$(grep -v '^$' "$OUT/$scen-$name.txt" | tail -n 1 || true)
             echo "${reason:-herald-loadtest failed}" >"$OUT/$scen-$name.failed"
