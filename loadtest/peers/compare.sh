@@ -5,9 +5,10 @@
 #
 #   loadtest/peers/compare.sh            # COMPARE_DURATION=20s by default
 #
-# Environment: COMPARE_DURATION (measured phase of each run), SOCKUDO_BIN,
-# COMPARE_PUBLISHERS (concurrent API connections, default 8), CENTRIFUGO_BIN (use these binaries instead of finding or installing them under
-# target/peers/), COMPARE_OUT (result directory, default target/peers/results).
+# Environment: COMPARE_DURATION (measured phase of each run), COMPARE_PUBLISHERS
+# (concurrent API connections, default 8), SOCKUDO_BIN and CENTRIFUGO_BIN (use these
+# binaries instead of finding or installing them under target/peers/), COMPARE_OUT
+# (result directory, default target/peers/results).
 # Exits non-zero when a server could not be installed, started or measured; the
 # others still run and the table shows `failed: <reason>` for it.
 set -euo pipefail
