@@ -28,9 +28,9 @@ def main(out):
     if versions:
         print("; ".join(versions.splitlines()))
         print()
-    print("| scenario | server | deliveries/s | deliveries per server CPU-s | p50 ms | p99 ms "
+    print("| scenario | server | publications/s | deliveries/s | deliveries per server CPU-s | p50 ms | p99 ms "
           "| server RSS per connection | lost | duplicates | Herald/peer (per CPU-s) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, label in SCENARIOS:
         rows = {}
         for server in SERVERS:
@@ -50,7 +50,7 @@ def main(out):
                 continue
             why, report = rows[server]
             if why is not None:
-                print(f"| {label} | {server} | failed: {why} | | | | | | | |")
+                print(f"| {label} | {server} | failed: {why} | | | | | | | | |")
                 continue
             m = report["metrics"]
             per_cpu = m.get("deliveries_per_server_cpu_s")
@@ -58,12 +58,13 @@ def main(out):
             ratio = ""
             if server != "herald" and herald_per_cpu and per_cpu:
                 ratio = f"{herald_per_cpu / per_cpu:.2f}"
-            print(f"| {label} | {server} | {m['deliveries_per_sec']:.0f} "
-                  f"| {per_cpu:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
+            print(f"| {label} | {server} | {m['publications_per_sec']:.1f} "
+                  f"| {m['deliveries_per_sec']:.0f} | {per_cpu:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
                   f"| {'' if mem is None else f'{mem:.1f} KiB'} "
                   f"| {m['lost']:.0f} | {m['duplicates']:.0f} | {ratio} |"
                   if per_cpu is not None else
-                  f"| {label} | {server} | {m['deliveries_per_sec']:.0f} | no CPU reading | "
+                  f"| {label} | {server} | {m['publications_per_sec']:.1f} "
+                  f"| {m['deliveries_per_sec']:.0f} | no CPU reading | "
                   f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | | {m['lost']:.0f} "
                   f"| {m['duplicates']:.0f} | |")
 
