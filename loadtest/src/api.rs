@@ -1,4 +1,6 @@
-//! A small keep-alive HTTP/1.1 client for the node's server API (`POST /api/<method>`).
+//! A small keep-alive HTTP/1.1 client for the server API: Herald's and Centrifugo's
+//! `POST /api/<method>` with `X-API-Key`, or a Pusher server's signed
+//! `POST /apps/{id}/events` ([`ApiAuth`]).
 //!
 //! One request in flight per connection: publishers that need more throughput open
 //! more clients. On an error the connection is dropped and the next call goes to the
@@ -23,14 +25,23 @@ struct Base {
     host: String,
 }
 
+/// Which API a client calls, and its credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// `POST /api/<method>` with this `X-API-Key` (Herald, Centrifugo).
+    ApiKey(String),
+    /// `POST /apps/{id}/events` signed with the app's secret (Pusher, Sockudo).
+    Pusher(crate::pusher::App),
+}
+
 /// A server API client.
 pub struct Api {
     /// Base URLs to use, in turn after failures.
     bases: Vec<Base>,
     /// The one currently used.
     at: usize,
-    /// `X-API-Key`.
-    key: String,
+    /// Which API, and its credentials.
+    auth: ApiAuth,
     /// Open connection, if any.
     conn: Option<TcpStream>,
     /// Request and response buffer, reused.
@@ -58,7 +69,7 @@ struct Position {
 
 impl Api {
     /// A client for `bases` (`http://host:port`), starting with base `start`.
-    pub async fn new(bases: &[String], key: &str, start: usize) -> anyhow::Result<Api> {
+    pub async fn new(bases: &[String], auth: &ApiAuth, start: usize) -> anyhow::Result<Api> {
         let mut out = Vec::new();
         for b in bases {
             let host = b
@@ -79,7 +90,7 @@ impl Api {
         Ok(Api {
             at: start % out.len(),
             bases: out,
-            key: key.to_owned(),
+            auth: auth.clone(),
             conn: None,
             buf: Vec::with_capacity(1024),
         })
@@ -87,24 +98,36 @@ impl Api {
 
     /// Publishes `data` (JSON) to `channel`; returns the new offset (0 without history).
     pub async fn publish(&mut self, channel: &str, data: &[u8]) -> anyhow::Result<u64> {
+        if let ApiAuth::Pusher(app) = &self.auth {
+            let body = crate::pusher::events_body(channel, data);
+            let unix = crate::protocol::now_micros() / 1_000_000;
+            let target = crate::pusher::events_target(app, &body, unix);
+            return Ok(self.call(&target, &body).await?.offset);
+        }
         let mut body = Vec::with_capacity(data.len() + channel.len() + 32);
         body.extend_from_slice(b"{\"channel\":");
         serde_json::to_writer(&mut body, channel)?;
         body.extend_from_slice(b",\"data\":");
         body.extend_from_slice(data);
         body.push(b'}');
-        Ok(self.call("publish", &body).await?.offset)
+        Ok(self.call("/api/publish", &body).await?.offset)
     }
 
-    /// One call; on failure the connection is dropped and the next base is used next.
-    async fn call(&mut self, method: &str, body: &[u8]) -> anyhow::Result<Position> {
-        let result = tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, body))
+    /// One call of `target` (path and query); on failure the connection is dropped and
+    /// the next base is used next.
+    async fn call(&mut self, target: &str, body: &[u8]) -> anyhow::Result<Position> {
+        // For messages: the path without the (signed) query.
+        let method = target.split('?').next().unwrap_or(target);
+        let result = tokio::time::timeout(CALL_TIMEOUT, self.exchange(target, body))
             .await
             .unwrap_or_else(|_| Err(anyhow!("timed out")));
         match result {
-            Ok((200, text)) => {
-                let answer: Answer =
-                    serde_json::from_slice(&text).context("reading the API answer")?;
+            Ok((200..=299, text)) => {
+                let answer: Answer = if text.is_empty() {
+                    Answer::default()
+                } else {
+                    serde_json::from_slice(&text).context("reading the API answer")?
+                };
                 match (answer.result, answer.error) {
                     (_, Some(e)) => bail!("{method}: {e}"),
                     (Some(p), None) => Ok(p),
@@ -127,7 +150,7 @@ impl Api {
     }
 
     /// Writes the request and reads the response: `(status, body)`.
-    async fn exchange(&mut self, method: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn exchange(&mut self, target: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         let base = self.bases[self.at].clone();
         if self.conn.is_none() {
             let s = TcpStream::connect(base.addr).await?;
@@ -136,10 +159,13 @@ impl Api {
         }
         let conn = self.conn.as_mut().expect("just connected");
         self.buf.clear();
+        let key_header = match &self.auth {
+            ApiAuth::ApiKey(key) => format!("X-API-Key: {key}\r\n"),
+            ApiAuth::Pusher(_) => String::new(),
+        };
         let head = format!(
-            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {target} HTTP/1.1\r\nHost: {}\r\n{key_header}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             base.host,
-            self.key,
             body.len()
         );
         self.buf.extend_from_slice(head.as_bytes());

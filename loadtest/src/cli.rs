@@ -3,6 +3,7 @@
 
 use crate::expect::Expect;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,6 +128,19 @@ pub struct Common {
     /// source address. Set automatically for a --local router.
     #[arg(long, value_name = "NAME")]
     pub sticky_query: Option<String>,
+    /// Pid of a server process behind --url (repeatable): its CPU seconds and resident
+    /// memory over the run are read from /proc and reported, with deliveries per
+    /// server CPU-second. Needs the server on this machine.
+    #[arg(long, value_name = "PID", conflicts_with = "local")]
+    pub server_pid: Vec<u32>,
+    /// Client protocol of the --url servers. `pusher` (fanout only) drives a
+    /// Pusher-compatible server: clients connect to `/app/{--api-key}`, publications go
+    /// through `POST /apps/{--app-id}/events` signed with --secret.
+    #[arg(long, value_enum, default_value_t = Protocol::Centrifugo)]
+    pub protocol: Protocol,
+    /// The Pusher app id (with --protocol pusher).
+    #[arg(long)]
+    pub app_id: Option<String>,
     /// Settings of a local cluster.
     #[command(flatten)]
     pub local_opts: LocalOpts,
@@ -162,6 +176,17 @@ pub struct LocalOpts {
     /// RUST_LOG of local nodes and router (their logs go to files in a temp dir).
     #[arg(long, default_value = "warn")]
     pub node_log: String,
+}
+
+/// The client protocol a server speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Centrifugo's JSON protocol (Herald, Centrifugo), server API `POST /api/publish`.
+    #[default]
+    Centrifugo,
+    /// Pusher Channels protocol 7 (Sockudo), HTTP API `POST /apps/{id}/events`.
+    Pusher,
 }
 
 /// Whether a local cluster gets a router.

@@ -7,7 +7,8 @@
 //! - [`shard`], [`client`]: the simulated clients; [`worker`]: running shards in
 //!   worker processes above the per-process file limit.
 //! - [`ws`]: a minimal, allocation-light WebSocket client; [`protocol`]: the client
-//!   side of the Centrifugo v2 JSON protocol.
+//!   side of the Centrifugo v2 JSON protocol; [`pusher`]: the Pusher protocol and HTTP
+//!   API, to drive Pusher-compatible servers (Sockudo) for comparisons.
 //! - [`api`], [`publisher`]: publishing through the server API at a paced rate.
 //! - [`local`]: a local cluster (nats-server, nodes, router) and `/proc` sampling.
 //! - [`stats`]: counters, HDR histograms, gap and duplicate accounting.
@@ -20,6 +21,7 @@ pub mod expect;
 pub mod local;
 pub mod protocol;
 pub mod publisher;
+pub mod pusher;
 pub mod report;
 pub mod scenario;
 pub mod scenario_file;

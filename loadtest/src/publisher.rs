@@ -1,6 +1,6 @@
 //! Publishers through the server API, paced to a target rate.
 
-use crate::api::Api;
+use crate::api::{Api, ApiAuth};
 use crate::protocol::{encode_payload, now_micros, Stamp};
 use crate::shard::API_PUBLISHER_BASE;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,8 +33,8 @@ impl PublishStats {
 pub struct PublishJob {
     /// Server API base URLs (`http://host:port`).
     pub bases: Vec<String>,
-    /// `X-API-Key`.
-    pub key: String,
+    /// How requests are authenticated (and which API they go to).
+    pub auth: ApiAuth,
     /// Target channel.
     pub channel: String,
     /// Publications per second over all publishers (0: as fast as they go).
@@ -53,7 +53,7 @@ pub async fn run(job: PublishJob, stats: Arc<PublishStats>) -> anyhow::Result<()
     let mut set = tokio::task::JoinSet::new();
     let start = Instant::now();
     for p in 0..n {
-        let api = Api::new(&job.bases, &job.key, p).await?;
+        let api = Api::new(&job.bases, &job.auth, p).await?;
         set.spawn(one(
             api,
             p,

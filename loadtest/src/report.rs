@@ -37,6 +37,8 @@ pub const METRICS: &[&str] = &[
     "reconnect_p99_ms",
     "reconnect_max_ms",
     "server_cpu_pct",
+    "server_cpu_s",
+    "deliveries_per_server_cpu_s",
     "server_rss_mb",
     "mem_per_conn_kb",
     "generator_cpu_pct",
@@ -54,7 +56,7 @@ pub struct RunEvent {
 /// CPU and memory of one server process over the measured phase.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcReport {
-    /// Node id, `nats-server` or `herald-router`.
+    /// Node id, `nats-server`, `herald-router`, or `server-<pid>` for `--server-pid`.
     pub name: String,
     /// Average CPU over the measured phase, percent of one core.
     pub cpu_pct: f64,
@@ -200,6 +202,13 @@ impl Report {
                     "cpu {:.0}% (ramp {:.0}%)  rss {:.1} → {:.1} MiB (peak {:.1})",
                     p.cpu_pct, p.ramp_cpu_pct, p.rss_start_mb, p.rss_end_mb, p.rss_peak_mb
                 ),
+            );
+        }
+        if let (Some(cpu_s), Some(per)) = (m("server_cpu_s"), m("deliveries_per_server_cpu_s")) {
+            row(
+                &mut s,
+                "per cpu",
+                format!("{per:.0} deliveries per server CPU-second ({cpu_s:.2} CPU-s)"),
             );
         }
         if let Some(kb) = m("mem_per_conn_kb") {

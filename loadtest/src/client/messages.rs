@@ -2,6 +2,7 @@
 //! that goes with them.
 
 use super::{Batch, Client, Phase, CONNECT_ID, FIRST_PUBLISH_ID};
+use crate::cli::Protocol;
 use crate::protocol::{self, Incoming};
 use crate::stats::hist::record;
 use crate::stats::AtomicCounters;
@@ -34,7 +35,11 @@ impl Client {
                 }
                 Event::Control => {}
                 Event::Message(_) | Event::Reassembled => {
-                    let r = self.handle_text(ws.payload(&event), phase, started, batch);
+                    let text = ws.payload(&event);
+                    let r = match self.ctx.spec.protocol {
+                        Protocol::Centrifugo => self.handle_text(text, phase, started, batch),
+                        Protocol::Pusher => self.handle_pusher(text, phase, started, batch),
+                    };
                     if event == Event::Reassembled {
                         ws.done_reassembled();
                     }
@@ -43,7 +48,16 @@ impl Client {
             }
         }
         if !self.out.is_empty() {
-            ws.queue_text(&self.out);
+            match self.ctx.spec.protocol {
+                Protocol::Centrifugo => ws.queue_text(&self.out),
+                // Pusher has no batching: one event per frame (JSON lines hold no raw
+                // newline, so the lines are the events).
+                Protocol::Pusher => {
+                    for line in self.out.split(|&b| b == b'\n') {
+                        ws.queue_text(line);
+                    }
+                }
+            }
             self.out.clear();
         }
         Ok(())
@@ -77,7 +91,7 @@ impl Client {
 
     /// A publication pushed on `channel`: integrity accounting, and its latency when it
     /// carries our stamp.
-    fn on_publication(
+    pub(super) fn on_publication(
         &mut self,
         channel: &str,
         offset: u64,
@@ -204,7 +218,7 @@ impl Client {
     }
 
     /// Connected and subscribed: settles the first attempt or ends an outage.
-    fn on_ready(&mut self) {
+    pub(super) fn on_ready(&mut self) {
         if let Some(since) = self.outage_since.take() {
             AtomicCounters::add(&self.ctx.counters.reconnects, 1);
             record(
@@ -224,7 +238,7 @@ impl Client {
     }
 
     /// Adds a command to the next outgoing frame.
-    fn push_command(&mut self, cmd: &[u8]) {
+    pub(super) fn push_command(&mut self, cmd: &[u8]) {
         if !self.out.is_empty() {
             self.out.push(b'\n');
         }

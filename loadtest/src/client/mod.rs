@@ -8,9 +8,12 @@
 //! # Layout
 //! - this file: the client, its connection loop, reconnects and publishing.
 //! - [`messages`]: what the client does with each message from the server.
+//! - [`pusher`]: the same for a Pusher-protocol server.
 
 mod messages;
+mod pusher;
 
+use crate::cli::Protocol;
 use crate::protocol;
 use crate::shard::ctx::ShardCtx;
 use crate::stats::stream::{Delta, StreamTracker};
@@ -200,10 +203,24 @@ impl Client {
             _ => return Ended::Failed,
         };
         self.out.clear();
-        protocol::encode_connect(&mut self.out, CONNECT_ID, &self.token);
-        ws.queue_text(&self.out);
-        self.out.clear();
+        match ctx.spec.protocol {
+            Protocol::Centrifugo => {
+                protocol::encode_connect(&mut self.out, CONNECT_ID, &self.token);
+                ws.queue_text(&self.out);
+                self.out.clear();
+            }
+            // The server speaks first: `pusher:connection_established`.
+            Protocol::Pusher => {}
+        }
         let mut phase = Phase::Connecting;
+        // What came in with the upgrade response (a server that speaks first) is
+        // already buffered: handle it before waiting for more bytes.
+        let mut batch = Batch::default();
+        let early = self.drain_events(&mut ws, &mut phase, started, &mut batch);
+        self.flush_batch(&mut batch);
+        if early.is_err() {
+            return Ended::Failed;
+        }
         let deadline = sleep(limit);
         tokio::pin!(deadline);
         // Created once ready: a timer that ticked unobserved while connecting would fire

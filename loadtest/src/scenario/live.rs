@@ -196,8 +196,10 @@ impl Progress {
 
 /// Samples of the server and of the generator.
 pub struct Monitors {
-    /// Server processes (local clusters only).
+    /// Server processes (a local cluster's, or those given by `--server-pid`).
     pub server: Option<Monitor>,
+    /// `--server-pid` processes, labelled `server-<pid>` (empty for a local cluster).
+    pub server_pids: Vec<(String, Option<u32>)>,
     /// This process and its workers.
     pub generator: Monitor,
     /// Pids of the generator processes.
@@ -208,11 +210,15 @@ impl Monitors {
     /// Samples the server's processes (skipped while a drain holds the cluster) and the
     /// generator's.
     pub async fn sample(&mut self, cluster: Option<&Arc<Mutex<LocalCluster>>>) {
-        if let (Some(m), Some(c)) = (&mut self.server, cluster) {
-            // A drain in progress holds the lock for seconds: skip this sample then.
-            if let Ok(c) = c.try_lock() {
-                m.sample(&c.pids());
+        match (&mut self.server, cluster) {
+            (Some(m), Some(c)) => {
+                // A drain in progress holds the lock for seconds: skip this sample then.
+                if let Ok(c) = c.try_lock() {
+                    m.sample(&c.pids());
+                }
             }
+            (Some(m), None) => m.sample(&self.server_pids),
+            (None, _) => {}
         }
         self.generator.sample(&self.generator_pids);
     }

@@ -80,6 +80,8 @@ pub struct Plan {
     pub needs_local: bool,
     /// Least number of nodes.
     pub min_nodes: usize,
+    /// Every client must have confirmed its subscription before publishing starts.
+    pub require_subscribed: bool,
 }
 
 /// A short run id appended to channel names, so concurrent or repeated runs against
@@ -122,6 +124,7 @@ fn fanout_plan(name: &'static str, a: &FanoutArgs) -> Plan {
         cross_node: false,
         needs_local: false,
         min_nodes: 1,
+        require_subscribed: true,
     }
 }
 
@@ -146,6 +149,7 @@ pub fn plan(scenario: &Scenario) -> Option<(Common, Plan)> {
                 cross_node: false,
                 needs_local: false,
                 min_nodes: 1,
+                require_subscribed: false,
             };
             (a.common.clone(), plan)
         }
@@ -210,6 +214,7 @@ pub fn plan(scenario: &Scenario) -> Option<(Common, Plan)> {
                 cross_node: false,
                 needs_local: false,
                 min_nodes: 1,
+                require_subscribed: false,
             };
             (a.common.clone(), plan)
         }
@@ -231,6 +236,7 @@ pub fn plan(scenario: &Scenario) -> Option<(Common, Plan)> {
                 cross_node: false,
                 needs_local: false,
                 min_nodes: 1,
+                require_subscribed: false,
             };
             (a.common.clone(), plan)
         }

@@ -25,6 +25,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
+
+/// Label prefix of `--server-pid` processes in the report (`server-<pid>`).
+pub const SERVER_PID_LABEL: &str = "server-";
 /// Runs one scenario; returns whether every target passed.
 pub async fn run(common: Common, plan: Plan) -> anyhow::Result<bool> {
     let unknown = expect::unknown_metrics(&common.expect, METRICS);
@@ -87,6 +90,7 @@ fn start_shards(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<V
             channels: plan.layout.clone(),
             publish: plan.client_publish.clone(),
             sticky_query: setup.sticky_query.clone(),
+            protocol: common.protocol,
         };
         first += count;
         handles.push(if in_process {
@@ -150,8 +154,19 @@ impl Driver<'_> {
 
 async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Report> {
     let cluster = setup.cluster.as_ref();
+    let server_pids: Vec<(String, Option<u32>)> = common
+        .server_pid
+        .iter()
+        .map(|&pid| (format!("{SERVER_PID_LABEL}{pid}"), Some(pid)))
+        .collect();
+    for (label, pid) in &server_pids {
+        if pid.and_then(crate::local::procstat::read).is_none() {
+            bail!("--server-pid: cannot read /proc for {label}; is the server on this machine?");
+        }
+    }
     let mut mon = Monitors {
-        server: cluster.map(|_| Monitor::default()),
+        server: (cluster.is_some() || !server_pids.is_empty()).then(Monitor::default),
+        server_pids,
         generator: Monitor::default(),
         generator_pids: vec![("loadtest".into(), Some(std::process::id()))],
     };
@@ -219,6 +234,26 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
         }
     };
 
+    // A fan-out that starts with subscribers missing would report their publications
+    // as neither delivered nor lost: refuse to measure it.
+    if plan.require_subscribed {
+        let expected = (plan.clients * plan.layout.count.min(1)) as u64;
+        // Shards send their counters once a second: wait for the report that follows
+        // the last confirmation.
+        d.pump_until(Instant::now() + Duration::from_millis(2500), |l| {
+            l.sum().subscribed >= expected
+        })
+        .await;
+        let subscribed = d.live.sum().subscribed;
+        if subscribed < expected {
+            bail!(
+                "only {subscribed} of {expected} subscriptions were confirmed before publishing \
+                 (connections failed: {}); not measuring",
+                d.live.sum().conn_failed
+            );
+        }
+    }
+
     // Measure.
     for h in &mut handles {
         h.send(Control::Publish { on: true }).await;
@@ -244,7 +279,7 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
     let publisher = plan.api_publish.as_ref().map(|p| {
         let job = PublishJob {
             bases: setup.api_bases.clone(),
-            key: setup.api_key.clone().unwrap_or_default(),
+            auth: setup.api_auth.clone(),
             channel: p.channel.clone(),
             rate: p.rate,
             payload: p.payload,

@@ -2,6 +2,7 @@
 
 use super::live::Monitors;
 use super::live::{Live, ShardFinal};
+use super::run::SERVER_PID_LABEL;
 use super::target::Setup;
 use super::Plan;
 use crate::cli::Common;
@@ -129,14 +130,28 @@ pub fn build_report(
                 rss_peak_mb: t.rss_peak_kb as f64 / 1024.0,
             });
         }
-        let node_end = sm.rss_kb("lt-node") as f64;
+        // The nodes of a local cluster, or every --server-pid process: the processes
+        // that hold the connections.
+        let holds_conns = |k: &str| k.starts_with("lt-node") || k.starts_with(SERVER_PID_LABEL);
+        let node_end: f64 = sm
+            .procs
+            .iter()
+            .filter(|(k, _)| holds_conns(k))
+            .map(|(_, t)| t.rss_kb as f64)
+            .sum();
         let node_start: u64 = p
             .rss_start
             .iter()
-            .filter(|(k, _)| k.starts_with("lt-node"))
+            .filter(|(k, _)| holds_conns(k))
             .map(|(_, v)| v)
             .sum();
         put("server_cpu_pct", cpu_sum);
+        // Over the measured phase, drain included: the same span the deliveries count.
+        let cpu_s = cpu_sum / 100.0 * p.measured.max(1e-3);
+        put("server_cpu_s", cpu_s);
+        if cpu_s > 0.0 {
+            put("deliveries_per_server_cpu_s", deliveries as f64 / cpu_s);
+        }
         put("server_rss_mb", node_end / 1024.0);
         let connected = p.c1.conn_ok.saturating_sub(p.c1.disconnects);
         if connected > 0 && !p.chaos {

@@ -1,7 +1,8 @@
 //! Where a run goes: a local cluster started for it, or the servers given by URL.
 
 use super::Plan;
-use crate::cli::Common;
+use crate::api::ApiAuth;
+use crate::cli::{Common, Protocol};
 use crate::local::LocalCluster;
 use anyhow::{bail, Context};
 use std::sync::Arc;
@@ -13,8 +14,8 @@ pub struct Setup {
     pub client_urls: Vec<String>,
     /// Server API bases.
     pub api_bases: Vec<String>,
-    /// Server API key, when known.
-    pub api_key: Option<String>,
+    /// How the server API is called.
+    pub api_auth: ApiAuth,
     /// Token secret.
     pub secret: String,
     /// The local cluster, when one was started.
@@ -33,6 +34,9 @@ fn random_hex() -> String {
 }
 /// Starts the local cluster, or checks the flags for remote servers.
 pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
+    if common.protocol == Protocol::Pusher && (plan.name != "fanout" || common.local.is_some()) {
+        bail!("--protocol pusher drives the fanout scenario against --url servers only");
+    }
     if let Some(n) = common.local {
         if n < plan.min_nodes {
             bail!("{} needs --local {} or more", plan.name, plan.min_nodes);
@@ -79,7 +83,7 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
             sticky_query,
             client_urls,
             api_bases,
-            api_key: Some(key),
+            api_auth: ApiAuth::ApiKey(key),
             secret,
             cluster: Some(Arc::new(Mutex::new(cluster))),
             description,
@@ -94,7 +98,7 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
     let secret = common
         .secret
         .clone()
-        .context("--secret (the servers' HMAC token secret) is required with --url")?;
+        .context("--secret (the servers' HMAC token secret, or the Pusher app secret) is required with --url")?;
     let mut api_bases = common.api_url.clone();
     if api_bases.is_empty() {
         for u in &common.url {
@@ -106,7 +110,7 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
             );
         }
     }
-    let client_urls = if plan.cross_node {
+    let mut client_urls = if plan.cross_node {
         if common.url.len() < 2 {
             bail!(
                 "{} needs two --url (publish on the first, receive on the others)",
@@ -124,10 +128,39 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
             plan.name
         );
     }
+    let api_auth = match common.protocol {
+        Protocol::Centrifugo => ApiAuth::ApiKey(common.api_key.clone().unwrap_or_default()),
+        Protocol::Pusher => {
+            let app = crate::pusher::App {
+                id: common
+                    .app_id
+                    .clone()
+                    .context("--protocol pusher needs --app-id")?,
+                key: common
+                    .api_key
+                    .clone()
+                    .context("--protocol pusher needs --api-key (the app key)")?,
+                secret: secret.clone(),
+            };
+            // Clients connect to /app/{key}: the URLs give the server, not the path.
+            for url in &mut client_urls {
+                let host = url
+                    .strip_prefix("ws://")
+                    .and_then(|r| r.split('/').next())
+                    .with_context(|| format!("{url:?}: expected ws://host:port"))?;
+                *url = format!(
+                    "ws://{host}/app/{}?{}",
+                    app.key,
+                    crate::pusher::CLIENT_QUERY
+                );
+            }
+            ApiAuth::Pusher(app)
+        }
+    };
     Ok(Setup {
         client_urls,
         api_bases,
-        api_key: common.api_key.clone(),
+        api_auth,
         secret,
         cluster: None,
         description: common.url.join(", "),

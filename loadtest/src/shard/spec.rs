@@ -1,6 +1,7 @@
 //! What the parent and a shard tell each other: the shard's parameters and the messages
 //! both ways. Sent to worker processes as JSON, so everything here is serde.
 
+use crate::cli::Protocol;
 use crate::stats::hist::WireHist;
 use crate::stats::Counters;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,9 @@ pub struct ShardSpec {
     pub publish: Option<ClientPublish>,
     /// Query parameter carrying each client's stickiness key for a router.
     pub sticky_query: Option<String>,
+    /// The client protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// For each channel, `(publisher, last sequence number published)` of its publishers:
