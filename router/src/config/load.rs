@@ -61,6 +61,10 @@ const ENV_RETRY_AFTER: &str = "HERALD_ROUTER_RETRY_AFTER";
 const ENV_MAX_CONNECTIONS: &str = "HERALD_ROUTER_MAX_CONNECTIONS";
 const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_ROUTER_HANDSHAKE_TIMEOUT";
 const ENV_SHUTDOWN_GRACE: &str = "HERALD_ROUTER_SHUTDOWN_GRACE";
+const ENV_NODE_CONNECT_RATE: &str = "HERALD_ROUTER_NODE_CONNECT_RATE";
+const ENV_NODE_CONNECT_BURST: &str = "HERALD_ROUTER_NODE_CONNECT_BURST";
+/// Most upgrades a second per node: far beyond what a node accepts, so only a typo.
+const MAX_CONNECT_RATE: u32 = 10_000_000;
 
 /// Bound of every duration setting: beyond a day a value is surely a typo.
 const MAX_SECS: Duration = Duration::from_secs(86_400);
@@ -206,6 +210,8 @@ fn limits(s: &mut Settings<'_>) -> Limits {
         max_connections: s.int(ENV_MAX_CONNECTIONS, d.max_connections, 1..),
         handshake_timeout: s.secs_in(ENV_HANDSHAKE_TIMEOUT, d.handshake_timeout, POSITIVE),
         shutdown_grace: s.secs_in(ENV_SHUTDOWN_GRACE, d.shutdown_grace, ..=MAX_SECS),
+        node_connect_rate: s.int(ENV_NODE_CONNECT_RATE, d.node_connect_rate, 0..=MAX_CONNECT_RATE),
+        node_connect_burst: s.int(ENV_NODE_CONNECT_BURST, d.node_connect_burst, 1..=MAX_CONNECT_RATE),
     }
 }
 
@@ -282,6 +288,8 @@ mod tests {
             (ENV_HEALTH_FALL, "1"),
             (ENV_IDLE_TIMEOUT, "0"),
             (ENV_SHUTDOWN_GRACE, "2"),
+            (ENV_NODE_CONNECT_RATE, "0"),
+            (ENV_NODE_CONNECT_BURST, "7"),
         ]))
         .expect("valid");
         assert_eq!(c.listen.port(), 9000);
@@ -296,6 +304,8 @@ mod tests {
         assert_eq!(c.health.fall, 1);
         assert_eq!(c.proxy.idle_timeout, Duration::ZERO);
         assert_eq!(c.limits.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(c.limits.node_connect_rate, 0);
+        assert_eq!(c.limits.node_connect_burst, 7);
     }
 
     #[test]
@@ -318,6 +328,7 @@ mod tests {
             (ENV_RETRIES, "99"),
             (ENV_NATS_SUBJECT, "a.*"),
             (ENV_NATS_URL, "nats://127.0.0.1:4222"),
+            (ENV_NODE_CONNECT_BURST, "0"),
         ]);
         let names: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -333,6 +344,7 @@ mod tests {
                 ENV_HEALTH_INTERVAL,
                 ENV_HEALTH_RISE,
                 ENV_RETRIES,
+                ENV_NODE_CONNECT_BURST,
             ],
             "{errs:#?}"
         );

@@ -160,6 +160,14 @@ pub struct Limits {
     /// `HERALD_ROUTER_SHUTDOWN_GRACE` (seconds): after SIGTERM, how long open tunnels may
     /// keep running before they are closed. Default 30.
     pub shutdown_grace: Duration,
+    /// `HERALD_ROUTER_NODE_CONNECT_RATE` (upgrades per second): new WebSocket upgrades
+    /// each node is sent, per router; more are answered 503. 0 turns it off. Default 5000,
+    /// half of what one node on two cores accepts with token checks, leaving room for a
+    /// second router replica.
+    pub node_connect_rate: u32,
+    /// `HERALD_ROUTER_NODE_CONNECT_BURST` (upgrades): how many a node's budget saves up
+    /// while it is quiet. Default 250 (50 ms at the default rate).
+    pub node_connect_burst: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +176,8 @@ impl Default for Limits {
             max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            node_connect_rate: 5000,
+            node_connect_burst: 250,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! problem and is passed back as it is: another node would say the same.
 
 use super::headers::{add_forwarded, set_upgrade, strip_hop_by_hop};
-use super::{unavailable, Body};
+use super::{throttled, unavailable, Body};
 use crate::error::ProxyError;
 use crate::health::{self, Outcome};
 use crate::metrics;
@@ -64,6 +64,13 @@ pub async fn handle(
         .map_or("/", |p| p.as_str())
         .to_owned();
     for (attempt, node) in candidates.iter().enumerate() {
+        // Over budget: wait, do not move. Another node would break stickiness and take
+        // the whole herd of a node that just came back.
+        if !router.admission.admit(&node.addr) {
+            tracing::debug!(client.addr = %client, node = %node.addr, "upgrade over the node's budget");
+            metrics::upgrade("throttled");
+            return throttled(&router);
+        }
         if attempt > 0 {
             metrics::retry();
         }
