@@ -96,8 +96,14 @@ mod tests {
     async fn a_burst_passes_then_the_rate_refills() {
         let a = Admission::new(10, 3);
         let n = node("n:1");
-        assert!(a.admit(&n) && a.admit(&n) && a.admit(&n), "the burst passes");
-        assert!(!a.admit(&n), "the fourth at the same instant is over budget");
+        assert!(
+            a.admit(&n) && a.admit(&n) && a.admit(&n),
+            "the burst passes"
+        );
+        assert!(
+            !a.admit(&n),
+            "the fourth at the same instant is over budget"
+        );
         // 10 a second: one token every 100 ms.
         tokio::time::advance(Duration::from_millis(99)).await;
         assert!(!a.admit(&n), "not refilled yet");
@@ -132,6 +138,9 @@ mod tests {
         let values: std::collections::HashSet<u64> = (0..200).map(|_| retry_after(2)).collect();
         assert!(values.iter().all(|v| (1..=4).contains(v)), "{values:?}");
         assert!(values.len() > 1, "200 draws gave one value: {values:?}");
-        assert!((1..=2).contains(&retry_after(0)), "a base of 0 still asks for a wait");
+        assert!(
+            (1..=2).contains(&retry_after(0)),
+            "a base of 0 still asks for a wait"
+        );
     }
 }

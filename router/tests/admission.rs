@@ -51,7 +51,10 @@ async fn a_burst_beyond_the_budget_gets_503_and_stays_off_other_nodes() {
     // The bucket's promise: the burst plus one a second, however slow this machine is.
     let allowed = 3 + started.elapsed().as_secs() + 1;
     assert!(passed >= 3, "the burst passes: {passed}");
-    assert!(passed <= allowed, "{passed} passed, at most {allowed} allowed");
+    assert!(
+        passed <= allowed,
+        "{passed} passed, at most {allowed} allowed"
+    );
     assert!(!throttled.is_empty(), "some of ten are over budget");
     for t in &throttled {
         assert!(t.body.contains("budget"), "{}", t.body);

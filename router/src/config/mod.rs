@@ -10,6 +10,7 @@ mod load;
 
 pub use load::{check_host_port, load, DEFAULT_NATS_SUBJECT};
 
+use crate::cidr::Cidr;
 use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;
 use std::net::SocketAddr;
@@ -78,6 +79,19 @@ pub struct StickyConfig {
     /// `HERALD_ROUTER_STICKY_HEADER`: request header holding the key when there is no
     /// cookie or query parameter. Default unset.
     pub header: Option<HeaderName>,
+    /// `HERALD_ROUTER_STICKY_FALLBACK`: the key of a request with no cookie, query
+    /// parameter or header key. Default `random`.
+    pub fallback: StickyFallback,
+}
+
+/// What keys a request that brings no key of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StickyFallback {
+    /// A random key (the cookie then keeps the client on its node): clients behind one
+    /// NAT spread over the nodes.
+    Random,
+    /// The client's IP address: every client behind one NAT lands on one node.
+    Address,
 }
 
 impl Default for StickyConfig {
@@ -87,6 +101,7 @@ impl Default for StickyConfig {
             cookie_max_age: Duration::from_secs(86_400),
             query: None,
             header: None,
+            fallback: StickyFallback::Random,
         }
     }
 }
@@ -135,6 +150,9 @@ pub struct ProxyConfig {
     /// `HERALD_ROUTER_RETRY_AFTER` (seconds): `Retry-After` of a 503 when no node can take
     /// a request. Default 2.
     pub retry_after: Duration,
+    /// `HERALD_ROUTER_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed; the
+    /// client's address is then its right-most entry not in these ranges. Default none.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ProxyConfig {
@@ -144,6 +162,7 @@ impl Default for ProxyConfig {
             retries: 2,
             idle_timeout: Duration::from_secs(300),
             retry_after: Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! it out of the ring at once. A 4xx (bad handshake, Origin refused) is the client's
 //! problem and is passed back as it is: another node would say the same.
 
-use super::headers::{add_forwarded, set_upgrade, strip_hop_by_hop};
+use super::headers::{add_forwarded, client_ip, set_upgrade, strip_hop_by_hop};
 use super::{throttled, unavailable, Body};
 use crate::error::ProxyError;
 use crate::health::{self, Outcome};
@@ -44,7 +44,8 @@ pub async fn handle(
     client: SocketAddr,
     slot: Arc<Slot>,
 ) -> Response<Body> {
-    let key = sticky::key(&router.config.sticky, req.headers(), req.uri(), client);
+    let addr = client_ip(client, req.headers(), &router.config.proxy.trusted_proxies);
+    let key = sticky::key(&router.config.sticky, req.headers(), req.uri(), addr);
     let candidates = router
         .backends
         .ring()
@@ -67,7 +68,7 @@ pub async fn handle(
         // Over budget: wait, do not move. Another node would break stickiness and take
         // the whole herd of a node that just came back.
         if !router.admission.admit(&node.addr) {
-            tracing::debug!(client.addr = %client, node = %node.addr, "upgrade over the node's budget");
+            tracing::debug!(client.addr = %addr, node = %node.addr, "upgrade over the node's budget");
             metrics::upgrade("throttled");
             return throttled(&router);
         }
@@ -86,7 +87,7 @@ pub async fn handle(
                 return pass_back(response);
             }
             Err(e) => {
-                tracing::info!(client.addr = %client, node = %node.addr, error = %e, "upgrade attempt failed");
+                tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
                 if !e.retryable() {
                     break;
                 }
