@@ -15,13 +15,17 @@
 //! - [`backends`]: known nodes, their health, the ring snapshot.
 //! - [`health`]: the rise/fall state machine and `/readyz` probes.
 //! - [`discovery`]: static list, DNS, NATS announcements.
+//! - [`cidr`]: address ranges of trusted proxies.
 //! - [`upstream`]: connections to nodes; [`error`]: what can fail and whose fault it is.
+//! - [`admission`]: each node's budget of new upgrades per second.
 //! - [`router`]: shared state and connection slots; [`metrics`]: metric names.
 
 // The unit-test build also links the dev-dependencies of `tests/` (tokio-tungstenite).
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+pub mod admission;
 pub mod backends;
+pub mod cidr;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The shared state of a running router, and the connection slots that enforce
 //! `HERALD_ROUTER_MAX_CONNECTIONS`.
 
+use crate::admission::Admission;
 use crate::backends::Backends;
 use crate::config::RouterConfig;
 use metrics::Gauge;
@@ -29,6 +30,8 @@ pub struct Router {
     open: Arc<AtomicUsize>,
     /// Mirrors `open` for `/metrics`.
     open_gauge: Gauge,
+    /// Each node's budget of new upgrades.
+    pub admission: Admission,
     /// Round-robin position for plain HTTP requests, which need no stickiness.
     pub next_http: AtomicUsize,
 }
@@ -40,7 +43,12 @@ impl Router {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let backends = Backends::new(config.health.clone(), stop.clone(), tracker.clone());
+        let admission = Admission::new(
+            config.limits.node_connect_rate,
+            config.limits.node_connect_burst,
+        );
         Arc::new(Router {
+            admission,
             config,
             backends,
             prometheus,

@@ -1,17 +1,19 @@
 //! The stickiness key of a request, and the cookie that remembers it.
 //!
 //! The key is, in order: the router's cookie; else the configured query parameter; else
-//! the configured header; else the client's IP address (not its port, which changes on
-//! every reconnect). Only the key's 64-bit hash matters for routing, and the cookie holds
+//! the configured header; else, by `HERALD_ROUTER_STICKY_FALLBACK`, a random key
+//! (`random`, the default: clients behind one NAT spread over the nodes, and the cookie
+//! keeps each where it landed) or the client's IP address (`address`; not its port, which
+//! changes on every reconnect). Only the key's 64-bit hash matters for routing, and the cookie holds
 //! exactly that hash in hex: a client that arrived by address keeps its node through the
 //! cookie even when its address changes (a phone moving networks), and the cookie never
 //! reveals the header or address it came from.
 
-use crate::config::StickyConfig;
+use crate::config::{StickyConfig, StickyFallback};
 use crate::ring;
 use hyper::header::{HeaderMap, HeaderValue, COOKIE};
 use hyper::Uri;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 /// Where a key came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub enum KeySource {
     Header,
     /// The client's IP address.
     Address,
+    /// Drawn at random for a client that brought no key.
+    Random,
 }
 
 /// A request's stickiness key.
@@ -35,8 +39,9 @@ pub struct Key {
     pub source: KeySource,
 }
 
-/// The key of a request from `client`.
-pub fn key(config: &StickyConfig, headers: &HeaderMap, uri: &Uri, client: SocketAddr) -> Key {
+/// The key of a request from `client` (its address as [`crate::proxy::headers::client_ip`]
+/// found it).
+pub fn key(config: &StickyConfig, headers: &HeaderMap, uri: &Uri, client: IpAddr) -> Key {
     if let Some(hash) = cookie_value(headers, &config.cookie).and_then(parse_cookie) {
         return Key {
             hash,
@@ -65,9 +70,15 @@ pub fn key(config: &StickyConfig, headers: &HeaderMap, uri: &Uri, client: Socket
             source: KeySource::Header,
         };
     }
-    Key {
-        hash: ring::hash(client.ip().to_string().as_bytes()),
-        source: KeySource::Address,
+    match config.fallback {
+        StickyFallback::Random => Key {
+            hash: rand::random(),
+            source: KeySource::Random,
+        },
+        StickyFallback::Address => Key {
+            hash: ring::hash(client.to_string().as_bytes()),
+            source: KeySource::Address,
+        },
     }
 }
 
@@ -122,6 +133,7 @@ mod tests {
         StickyConfig {
             query: Some("room".into()),
             header: Some(HeaderName::from_static("x-user")),
+            fallback: StickyFallback::Address,
             ..StickyConfig::default()
         }
     }
@@ -137,7 +149,7 @@ mod tests {
         h
     }
 
-    const CLIENT: &str = "192.0.2.7:50000";
+    const CLIENT: &str = "192.0.2.7";
 
     #[test]
     fn cookie_wins_over_everything() {
@@ -159,7 +171,7 @@ mod tests {
     #[test]
     fn falls_back_to_query_then_header_then_address() {
         let c = config();
-        let client: SocketAddr = CLIENT.parse().unwrap();
+        let client: IpAddr = CLIENT.parse().unwrap();
         let bad_cookie = headers(&[("cookie", "herald_node=zz"), ("x-user", "alice")]);
         let uri: Uri = "/ws?x=1&room=r1".parse().unwrap();
         let k = key(&c, &bad_cookie, &uri, client);
@@ -177,13 +189,32 @@ mod tests {
             (k.source, k.hash),
             (KeySource::Address, ring::hash(b"192.0.2.7"))
         );
-        let other_port = key(
-            &c,
-            &HeaderMap::new(),
-            &plain,
-            "192.0.2.7:1".parse().unwrap(),
+        let again = key(&c, &HeaderMap::new(), &plain, client);
+        assert_eq!(again.hash, k.hash, "one address, one key");
+    }
+
+    #[test]
+    fn without_a_key_random_mode_draws_a_fresh_one_each_time() {
+        let c = StickyConfig {
+            fallback: StickyFallback::Random,
+            ..config()
+        };
+        let client: IpAddr = CLIENT.parse().unwrap();
+        let plain = Uri::from_static("/ws");
+        let keys: std::collections::HashSet<u64> = (0..20)
+            .map(|_| {
+                let k = key(&c, &HeaderMap::new(), &plain, client);
+                assert_eq!(k.source, KeySource::Random);
+                k.hash
+            })
+            .collect();
+        assert!(keys.len() > 1, "20 draws for one address gave one key");
+        // A key the client brings still wins.
+        let with_header = headers(&[("x-user", "alice")]);
+        assert_eq!(
+            key(&c, &with_header, &plain, client).source,
+            KeySource::Header
         );
-        assert_eq!(other_port.hash, k.hash, "the port does not matter");
     }
 
     #[test]

@@ -65,6 +65,7 @@ async fn without_a_cookie_the_query_parameter_then_the_address_is_the_key() {
     let (_nodes, addrs) = three_nodes();
     let mut config = router_config(&addrs);
     config.sticky.query = Some("room".into());
+    config.sticky.fallback = herald_router::config::StickyFallback::Address;
     let a = TestRouter::start(config.clone()).await;
     let b = TestRouter::start(config).await;
     a.wait_ring(&addrs).await;

@@ -7,7 +7,9 @@
 
 use super::{
     DiscoveryConfig, HealthConfig, Limits, NatsDiscovery, ProxyConfig, RouterConfig, StickyConfig,
+    StickyFallback,
 };
+use crate::cidr::Cidr;
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings};
 use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;
@@ -42,6 +44,8 @@ const ENV_COOKIE: &str = "HERALD_ROUTER_COOKIE";
 const ENV_COOKIE_MAX_AGE: &str = "HERALD_ROUTER_COOKIE_MAX_AGE";
 const ENV_STICKY_QUERY: &str = "HERALD_ROUTER_STICKY_QUERY";
 const ENV_STICKY_HEADER: &str = "HERALD_ROUTER_STICKY_HEADER";
+const ENV_STICKY_FALLBACK: &str = "HERALD_ROUTER_STICKY_FALLBACK";
+const ENV_TRUSTED_PROXIES: &str = "HERALD_ROUTER_TRUSTED_PROXIES";
 
 const ENV_HEALTH_PATH: &str = "HERALD_ROUTER_HEALTH_PATH";
 const ENV_HEALTH_INTERVAL: &str = "HERALD_ROUTER_HEALTH_INTERVAL";
@@ -61,6 +65,10 @@ const ENV_RETRY_AFTER: &str = "HERALD_ROUTER_RETRY_AFTER";
 const ENV_MAX_CONNECTIONS: &str = "HERALD_ROUTER_MAX_CONNECTIONS";
 const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_ROUTER_HANDSHAKE_TIMEOUT";
 const ENV_SHUTDOWN_GRACE: &str = "HERALD_ROUTER_SHUTDOWN_GRACE";
+const ENV_NODE_CONNECT_RATE: &str = "HERALD_ROUTER_NODE_CONNECT_RATE";
+const ENV_NODE_CONNECT_BURST: &str = "HERALD_ROUTER_NODE_CONNECT_BURST";
+/// Most upgrades a second per node: far beyond what a node accepts, so only a typo.
+const MAX_CONNECT_RATE: u32 = 10_000_000;
 
 /// Bound of every duration setting: beyond a day a value is surely a typo.
 const MAX_SECS: Duration = Duration::from_secs(86_400);
@@ -162,11 +170,17 @@ fn sticky(s: &mut Settings<'_>) -> StickyConfig {
             .map(Some)
             .map_err(|_| "expected an HTTP header name".into())
     });
+    let fallback = s.convert(ENV_STICKY_FALLBACK, d.fallback, |t| match t {
+        "random" => Ok(StickyFallback::Random),
+        "address" => Ok(StickyFallback::Address),
+        _ => Err("expected random or address".into()),
+    });
     StickyConfig {
         cookie,
         cookie_max_age,
         query,
         header,
+        fallback,
     }
 }
 
@@ -197,6 +211,7 @@ fn proxy(s: &mut Settings<'_>) -> ProxyConfig {
             d.retry_after,
             Duration::from_secs(1)..=Duration::from_secs(3600),
         ),
+        trusted_proxies: s.list_with(ENV_TRUSTED_PROXIES, Cidr::parse),
     }
 }
 
@@ -206,6 +221,16 @@ fn limits(s: &mut Settings<'_>) -> Limits {
         max_connections: s.int(ENV_MAX_CONNECTIONS, d.max_connections, 1..),
         handshake_timeout: s.secs_in(ENV_HANDSHAKE_TIMEOUT, d.handshake_timeout, POSITIVE),
         shutdown_grace: s.secs_in(ENV_SHUTDOWN_GRACE, d.shutdown_grace, ..=MAX_SECS),
+        node_connect_rate: s.int(
+            ENV_NODE_CONNECT_RATE,
+            d.node_connect_rate,
+            0..=MAX_CONNECT_RATE,
+        ),
+        node_connect_burst: s.int(
+            ENV_NODE_CONNECT_BURST,
+            d.node_connect_burst,
+            1..=MAX_CONNECT_RATE,
+        ),
     }
 }
 
@@ -262,6 +287,7 @@ mod tests {
         assert_eq!(c.discovery.nodes, ["a:1", "[::1]:8000", "10.0.0.5:8000"]);
         assert!(c.discovery.dns.is_empty() && c.discovery.nats.is_none());
         assert_eq!(c.sticky.cookie, "herald_node");
+        assert_eq!(c.sticky.fallback, StickyFallback::Random);
         assert_eq!(c.health.rise, 2);
         assert_eq!(c.health.fall, 3);
         assert_eq!(c.proxy.retries, 2);
@@ -282,6 +308,10 @@ mod tests {
             (ENV_HEALTH_FALL, "1"),
             (ENV_IDLE_TIMEOUT, "0"),
             (ENV_SHUTDOWN_GRACE, "2"),
+            (ENV_NODE_CONNECT_RATE, "0"),
+            (ENV_STICKY_FALLBACK, "address"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/8, ::1"),
+            (ENV_NODE_CONNECT_BURST, "7"),
         ]))
         .expect("valid");
         assert_eq!(c.listen.port(), 9000);
@@ -296,6 +326,10 @@ mod tests {
         assert_eq!(c.health.fall, 1);
         assert_eq!(c.proxy.idle_timeout, Duration::ZERO);
         assert_eq!(c.limits.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(c.limits.node_connect_rate, 0);
+        assert_eq!(c.sticky.fallback, StickyFallback::Address);
+        assert_eq!(c.proxy.trusted_proxies.len(), 2);
+        assert_eq!(c.limits.node_connect_burst, 7);
     }
 
     #[test]
@@ -318,6 +352,9 @@ mod tests {
             (ENV_RETRIES, "99"),
             (ENV_NATS_SUBJECT, "a.*"),
             (ENV_NATS_URL, "nats://127.0.0.1:4222"),
+            (ENV_NODE_CONNECT_BURST, "0"),
+            (ENV_STICKY_FALLBACK, "nat"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/40"),
         ]);
         let names: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -330,9 +367,12 @@ mod tests {
                 ENV_NATS_SUBJECT,
                 ENV_COOKIE,
                 ENV_STICKY_HEADER,
+                ENV_STICKY_FALLBACK,
                 ENV_HEALTH_INTERVAL,
                 ENV_HEALTH_RISE,
                 ENV_RETRIES,
+                ENV_TRUSTED_PROXIES,
+                ENV_NODE_CONNECT_BURST,
             ],
             "{errs:#?}"
         );

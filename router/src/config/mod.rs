@@ -10,6 +10,7 @@ mod load;
 
 pub use load::{check_host_port, load, DEFAULT_NATS_SUBJECT};
 
+use crate::cidr::Cidr;
 use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;
 use std::net::SocketAddr;
@@ -78,6 +79,19 @@ pub struct StickyConfig {
     /// `HERALD_ROUTER_STICKY_HEADER`: request header holding the key when there is no
     /// cookie or query parameter. Default unset.
     pub header: Option<HeaderName>,
+    /// `HERALD_ROUTER_STICKY_FALLBACK`: the key of a request with no cookie, query
+    /// parameter or header key. Default `random`.
+    pub fallback: StickyFallback,
+}
+
+/// What keys a request that brings no key of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StickyFallback {
+    /// A random key (the cookie then keeps the client on its node): clients behind one
+    /// NAT spread over the nodes.
+    Random,
+    /// The client's IP address: every client behind one NAT lands on one node.
+    Address,
 }
 
 impl Default for StickyConfig {
@@ -87,6 +101,7 @@ impl Default for StickyConfig {
             cookie_max_age: Duration::from_secs(86_400),
             query: None,
             header: None,
+            fallback: StickyFallback::Random,
         }
     }
 }
@@ -135,6 +150,9 @@ pub struct ProxyConfig {
     /// `HERALD_ROUTER_RETRY_AFTER` (seconds): `Retry-After` of a 503 when no node can take
     /// a request. Default 2.
     pub retry_after: Duration,
+    /// `HERALD_ROUTER_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed; the
+    /// client's address is then its right-most entry not in these ranges. Default none.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for ProxyConfig {
@@ -144,6 +162,7 @@ impl Default for ProxyConfig {
             retries: 2,
             idle_timeout: Duration::from_secs(300),
             retry_after: Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -160,6 +179,14 @@ pub struct Limits {
     /// `HERALD_ROUTER_SHUTDOWN_GRACE` (seconds): after SIGTERM, how long open tunnels may
     /// keep running before they are closed. Default 30.
     pub shutdown_grace: Duration,
+    /// `HERALD_ROUTER_NODE_CONNECT_RATE` (upgrades per second): new WebSocket upgrades
+    /// each node is sent, per router; more are answered 503. 0 turns it off. Default 5000,
+    /// half of what one node on two cores accepts with token checks, leaving room for a
+    /// second router replica.
+    pub node_connect_rate: u32,
+    /// `HERALD_ROUTER_NODE_CONNECT_BURST` (upgrades): how many a node's budget saves up
+    /// while it is quiet. Default 250 (50 ms at the default rate).
+    pub node_connect_burst: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +195,8 @@ impl Default for Limits {
             max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            node_connect_rate: 5000,
+            node_connect_burst: 250,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Header rules of a proxy (RFC 9110 §7.6.1): hop-by-hop headers stay on their hop, and
 //! the node learns who the client is from `X-Forwarded-For` and `X-Forwarded-Proto`.
 
+use crate::cidr::Cidr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -84,6 +85,38 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     }
 }
 
+/// The client's address: `peer` itself, unless `peer` is one of the `trusted` proxies;
+/// then the right-most `X-Forwarded-For` entry that is not a trusted proxy (entries to its
+/// left were written by the client or by proxies we do not know, so they prove nothing).
+/// When every entry is trusted, the left-most one; when the header is missing or garbled,
+/// `peer`.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer.ip()) {
+        return peer.ip();
+    }
+    let mut entries = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(text) = value.to_str() else {
+            return peer.ip();
+        };
+        for entry in text.split(',') {
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => entries.push(ip),
+                // A garbled entry: nothing left of it can be trusted, stop there.
+                Err(_) => entries.clear(),
+            }
+        }
+    }
+    entries
+        .iter()
+        .rev()
+        .copied()
+        .find(|ip| !is_trusted(*ip))
+        .or_else(|| entries.first().copied())
+        .unwrap_or(peer.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +160,35 @@ mod tests {
             ("connection", "upgrade"),
             ("upgrade", "h2c")
         ])));
+    }
+
+    #[test]
+    fn client_ip_believes_only_trusted_peers() {
+        let trusted = [
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("192.0.2.1").unwrap(),
+        ];
+        let h = map(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.3")]);
+        let untrusted_peer: SocketAddr = "198.51.100.4:9".parse().unwrap();
+        assert_eq!(client_ip(untrusted_peer, &h, &trusted), untrusted_peer.ip());
+        let proxy: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        assert_eq!(
+            client_ip(proxy, &h, &trusted).to_string(),
+            "203.0.113.9",
+            "right-most untrusted, not the spoofable left-most"
+        );
+        assert_eq!(client_ip(proxy, &h, &[]), proxy.ip(), "nothing trusted");
+        let all_trusted = map(&[
+            ("x-forwarded-for", "10.0.0.9"),
+            ("x-forwarded-for", "10.0.0.3"),
+        ]);
+        assert_eq!(
+            client_ip(proxy, &all_trusted, &trusted).to_string(),
+            "10.0.0.9"
+        );
+        let garbled = map(&[("x-forwarded-for", "203.0.113.9, junk")]);
+        assert_eq!(client_ip(proxy, &garbled, &trusted), proxy.ip());
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy.ip());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Only a failure to connect moves the request to the next node: once the request is
 //! sent its body is gone, and a `POST /api/publish` must not be published twice.
 
-use super::headers::{add_forwarded, strip_hop_by_hop};
+use super::headers::{add_forwarded, client_ip, strip_hop_by_hop};
 use super::upgrade::pass_back;
 use super::{json, unavailable, Body};
 use crate::error::ProxyError;
@@ -27,6 +27,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
     let nodes = ring.nodes();
     let first = router.next_http.fetch_add(1, Ordering::Relaxed);
     let attempts = nodes.len().min(1 + router.config.proxy.retries);
+    let addr = client_ip(client, req.headers(), &router.config.proxy.trusted_proxies);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, client);
@@ -50,7 +51,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
         let mut sender = match connected {
             Ok(s) => s,
             Err(e) => {
-                tracing::info!(client.addr = %client, node = %node.addr, error = %e, "cannot reach node");
+                tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "cannot reach node");
                 let outcome = if e.connect_refused() {
                     Outcome::Refused
                 } else {
@@ -66,7 +67,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
                 pass_back(response)
             }
             Err(e) => {
-                tracing::info!(client.addr = %client, node = %node.addr, error = %e, "node failed the request");
+                tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "node failed the request");
                 router.backends.observe(&node.addr, Outcome::Failed);
                 metrics::http_request("failed");
                 json(

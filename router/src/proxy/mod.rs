@@ -19,3 +19,15 @@ pub fn unavailable(router: &Router, reason: &str) -> Response<Body> {
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     r
 }
+
+/// 503 for an upgrade over its node's budget, with a `Retry-After` jittered around
+/// `HERALD_ROUTER_RETRY_AFTER` so the refused clients come back spread out.
+pub fn throttled(router: &Router) -> Response<Body> {
+    let mut r = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"error":"node is over its connect budget"}"#,
+    );
+    let secs = crate::admission::retry_after(router.config.proxy.retry_after.as_secs());
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
+}

@@ -7,8 +7,8 @@
 //! it out of the ring at once. A 4xx (bad handshake, Origin refused) is the client's
 //! problem and is passed back as it is: another node would say the same.
 
-use super::headers::{add_forwarded, set_upgrade, strip_hop_by_hop};
-use super::{unavailable, Body};
+use super::headers::{add_forwarded, client_ip, set_upgrade, strip_hop_by_hop};
+use super::{throttled, unavailable, Body};
 use crate::error::ProxyError;
 use crate::health::{self, Outcome};
 use crate::metrics;
@@ -44,7 +44,8 @@ pub async fn handle(
     client: SocketAddr,
     slot: Arc<Slot>,
 ) -> Response<Body> {
-    let key = sticky::key(&router.config.sticky, req.headers(), req.uri(), client);
+    let addr = client_ip(client, req.headers(), &router.config.proxy.trusted_proxies);
+    let key = sticky::key(&router.config.sticky, req.headers(), req.uri(), addr);
     let candidates = router
         .backends
         .ring()
@@ -64,6 +65,13 @@ pub async fn handle(
         .map_or("/", |p| p.as_str())
         .to_owned();
     for (attempt, node) in candidates.iter().enumerate() {
+        // Over budget: wait, do not move. Another node would break stickiness and take
+        // the whole herd of a node that just came back.
+        if !router.admission.admit(&node.addr) {
+            tracing::debug!(client.addr = %addr, node = %node.addr, "upgrade over the node's budget");
+            metrics::upgrade("throttled");
+            return throttled(&router);
+        }
         if attempt > 0 {
             metrics::retry();
         }
@@ -79,7 +87,7 @@ pub async fn handle(
                 return pass_back(response);
             }
             Err(e) => {
-                tracing::info!(client.addr = %client, node = %node.addr, error = %e, "upgrade attempt failed");
+                tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
                 if !e.retryable() {
                     break;
                 }

@@ -254,12 +254,22 @@ pub(crate) struct Landing {
 /// Opens a WebSocket to `addr` (with `herald_node=<cookie>` if given, and `query` appended
 /// to the path), sends the protocol's connect and reads where it landed.
 pub(crate) async fn connect(addr: SocketAddr, cookie: Option<&str>, query: &str) -> Landing {
+    let cookie = cookie.map(|c| format!("herald_node={c}"));
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+    connect_with(addr, &headers, query).await
+}
+
+/// Like [`connect`], with `headers` added to the upgrade request.
+pub(crate) async fn connect_with(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    query: &str,
+) -> Landing {
     let url = format!("ws://{addr}/connection/websocket{query}");
     let mut request = url.into_client_request().expect("request");
-    if let Some(c) = cookie {
-        request
-            .headers_mut()
-            .insert("cookie", format!("herald_node={c}").parse().unwrap());
+    for (k, v) in headers {
+        let name: hyper::header::HeaderName = k.parse().unwrap();
+        request.headers_mut().append(name, v.parse().unwrap());
     }
     let (mut ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
