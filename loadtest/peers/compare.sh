@@ -100,6 +100,9 @@ find_sockudo() {
     if [[ ! -x $bin ]]; then
         command -v protoc >/dev/null \
             || { echo "protoc not found (Debian: apt-get install protobuf-compiler)"; return 1; }
+        # One of its build scripts imports protobuf's well-known types (timestamp.proto).
+        [[ -e /usr/include/google/protobuf/timestamp.proto ]] \
+            || { echo "protobuf's well-known types not found (Debian: apt-get install libprotobuf-dev)"; return 1; }
         say "installing sockudo 5.2.0 into $PEERS/sockudo (a long build)"
         nice cargo install sockudo --version 5.2.0 --locked --root "$PEERS/sockudo" >&2 \
             || { echo "cargo install sockudo 5.2.0 failed"; return 1; }

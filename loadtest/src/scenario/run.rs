@@ -8,7 +8,7 @@
 //! 6. report, and check the targets.
 
 use super::live::{Live, Monitors, Progress};
-use super::summary::{build_report, Parts};
+use super::summary::{build_report, Parts, SERVER_PID_LABEL};
 use super::target::{setup, Setup};
 use super::{chaos, Chaos, Plan};
 use crate::cli::Common;
@@ -26,8 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
 
-/// Label prefix of `--server-pid` processes in the report (`server-<pid>`).
-pub const SERVER_PID_LABEL: &str = "server-";
 /// Runs one scenario; returns whether every target passed.
 pub async fn run(common: Common, plan: Plan) -> anyhow::Result<bool> {
     let unknown = expect::unknown_metrics(&common.expect, METRICS);

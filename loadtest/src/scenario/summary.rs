@@ -2,7 +2,6 @@
 
 use super::live::Monitors;
 use super::live::{Live, ShardFinal};
-use super::run::SERVER_PID_LABEL;
 use super::target::Setup;
 use super::Plan;
 use crate::cli::Common;
@@ -11,6 +10,9 @@ use crate::report::{ProcReport, Report, RunEvent};
 use crate::stats::hist::{new_hist, Summary};
 use crate::stats::Counters;
 use std::collections::BTreeMap;
+
+/// Label prefix of `--server-pid` processes in the report (`server-<pid>`).
+pub const SERVER_PID_LABEL: &str = "server-";
 
 /// Measurements gathered by the run for the report.
 pub struct Parts {
