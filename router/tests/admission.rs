@@ -41,7 +41,8 @@ async fn a_burst_beyond_the_budget_gets_503_and_stays_off_other_nodes() {
     let mut passed = 0u64;
     let mut throttled = Vec::new();
     for _ in 0..10 {
-        let landing = raw_upgrade_with(r.addr, &cookie).await;
+        let landing =
+            raw_upgrade_with(r.addr, &[("cookie", &format!("herald_node={cookie}"))]).await;
         match landing.status {
             101 => passed += 1,
             503 => throttled.push(landing),
@@ -78,23 +79,4 @@ async fn a_burst_beyond_the_budget_gets_503_and_stays_off_other_nodes() {
     }
     let spare_key = spare_key.expect("some key lands on the spare node");
     assert_eq!(connect(r.addr, Some(&spare_key), "").await.node, "spare");
-}
-
-/// A hand-made upgrade carrying the router's cookie `cookie`.
-async fn raw_upgrade_with(addr: std::net::SocketAddr, cookie: &str) -> HttpResponse {
-    let cookie = format!("herald_node={cookie}");
-    http(
-        addr,
-        "GET",
-        "/connection/websocket",
-        &[
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("cookie", &cookie),
-        ],
-        "",
-    )
-    .await
 }

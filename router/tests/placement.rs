@@ -13,18 +13,9 @@ use herald_router::cidr::Cidr;
 use herald_router::config::StickyFallback;
 use std::collections::HashSet;
 
-fn three_nodes() -> (Vec<NodeProc>, Vec<String>) {
-    let nodes: Vec<NodeProc> = ["p1", "p2", "p3"]
-        .iter()
-        .map(|id| NodeProc::start(id))
-        .collect();
-    let addrs = nodes.iter().map(NodeProc::addr_text).collect();
-    (nodes, addrs)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_without_a_key_spreads_and_each_client_stays_by_cookie() {
-    let (_nodes, addrs) = three_nodes();
+    let (_nodes, addrs) = start_nodes(&["p1", "p2", "p3"]);
     let r = TestRouter::start(router_config(&addrs)).await;
     r.wait_ring(&addrs).await;
 
@@ -44,7 +35,7 @@ async fn one_address_without_a_key_spreads_and_each_client_stays_by_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_mode_believes_x_forwarded_for_only_from_trusted_peers() {
-    let (_nodes, addrs) = three_nodes();
+    let (_nodes, addrs) = start_nodes(&["p1", "p2", "p3"]);
     let mut config = router_config(&addrs);
     config.sticky.fallback = StickyFallback::Address;
     let untrusting = TestRouter::start(config.clone()).await;

@@ -9,19 +9,9 @@ mod common;
 use common::*;
 use std::collections::HashSet;
 
-/// Three nodes, and their addresses in start order.
-fn three_nodes() -> (Vec<NodeProc>, Vec<String>) {
-    let nodes: Vec<NodeProc> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| NodeProc::start(id))
-        .collect();
-    let addrs = nodes.iter().map(NodeProc::addr_text).collect();
-    (nodes, addrs)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_keeps_its_node_across_reconnects_and_router_instances() {
-    let (_nodes, addrs) = three_nodes();
+    let (_nodes, addrs) = start_nodes(&["n1", "n2", "n3"]);
     let a = TestRouter::start(router_config(&addrs)).await;
     // The second router lists the nodes in another order: only the set matters.
     let mut reversed = addrs.clone();
@@ -62,7 +52,7 @@ async fn a_cookie_keeps_its_node_across_reconnects_and_router_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cookie_the_query_parameter_then_the_address_is_the_key() {
-    let (_nodes, addrs) = three_nodes();
+    let (_nodes, addrs) = start_nodes(&["n1", "n2", "n3"]);
     let mut config = router_config(&addrs);
     config.sticky.query = Some("room".into());
     config.sticky.fallback = herald_router::config::StickyFallback::Address;

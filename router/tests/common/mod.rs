@@ -378,17 +378,24 @@ pub(crate) async fn http(
 
 /// A WebSocket upgrade request sent by hand, to see refusals the WebSocket client hides.
 pub(crate) async fn raw_upgrade(addr: SocketAddr) -> HttpResponse {
-    http(
-        addr,
-        "GET",
-        "/connection/websocket",
-        &[
-            ("connection", "upgrade"),
-            ("upgrade", "websocket"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        "",
-    )
-    .await
+    raw_upgrade_with(addr, &[]).await
+}
+
+/// [`raw_upgrade`] with `extra` headers (a cookie, a forwarded address).
+pub(crate) async fn raw_upgrade_with(addr: SocketAddr, extra: &[(&str, &str)]) -> HttpResponse {
+    let mut headers = vec![
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    headers.extend_from_slice(extra);
+    http(addr, "GET", "/connection/websocket", &headers, "").await
+}
+
+/// Nodes named `ids`, started, and their addresses in start order.
+pub(crate) fn start_nodes(ids: &[&str]) -> (Vec<NodeProc>, Vec<String>) {
+    let nodes: Vec<NodeProc> = ids.iter().map(|id| NodeProc::start(id)).collect();
+    let addrs = nodes.iter().map(NodeProc::addr_text).collect();
+    (nodes, addrs)
 }
