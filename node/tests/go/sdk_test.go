@@ -315,7 +315,9 @@ var suite = []suiteCase{
 		r := &rec{}
 		watch(c, r)
 		t.Cleanup(c.Close)
-		must(t, c.Connect())
+		// Connect may already return the close (EOF) when the node's close races the
+		// SDK's dial; what matters is the state the SDK ends in.
+		_ = c.Connect()
 		// The node selects the centrifuge-protobuf subprotocol, then closes 3506
 		// ("protobuf not supported"): terminal, so the SDK moves to disconnected.
 		r.wait(t, "disconnected", T, func() bool { return r.count("disconnected") == 1 })
