@@ -197,24 +197,7 @@ impl Outbound {
 
     /// Appends one encoded message.
     pub fn push(self: &Arc<Self>, message: Bytes) -> Pushed {
-        let mut st = self.lock();
-        if st.close.is_some() || st.closed {
-            return Pushed::Closing;
-        }
-        if st.bytes + message.len() > self.max_bytes {
-            st.close = Some(DisconnectCode::Slow.into());
-            st.code = Some(DisconnectCode::Slow.code());
-            drop(st);
-            self.closing_decided();
-            return Pushed::Slow;
-        }
-        st.bytes += message.len();
-        let was_empty = st.items.is_empty();
-        st.items.push_back(message);
-        let wake = Self::wake_for(&mut st, was_empty);
-        drop(st);
-        self.wake(wake);
-        Pushed::Queued
+        self.push_all(std::iter::once(message))
     }
 
     /// Appends several messages atomically (nothing else interleaves). Used to flush a
