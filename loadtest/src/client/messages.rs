@@ -172,16 +172,7 @@ impl Client {
                 } else {
                     batch.sub_failed += 1;
                 }
-                if let Phase::Subscribing(n) = phase {
-                    *phase = if *n <= 1 {
-                        Phase::Ready
-                    } else {
-                        Phase::Subscribing(*n - 1)
-                    };
-                    if *phase == Phase::Ready {
-                        self.on_ready();
-                    }
-                }
+                self.subscription_answered(phase);
             }
             _ => {
                 if msg.error.is_some() {
@@ -218,6 +209,21 @@ impl Client {
     }
 
     /// Connected and subscribed: settles the first attempt or ends an outage.
+    /// One subscription of the opening batch was answered (either protocol): the last
+    /// answer makes the client ready.
+    pub(super) fn subscription_answered(&mut self, phase: &mut Phase) {
+        if let Phase::Subscribing(n) = phase {
+            *phase = if *n <= 1 {
+                Phase::Ready
+            } else {
+                Phase::Subscribing(*n - 1)
+            };
+            if *phase == Phase::Ready {
+                self.on_ready();
+            }
+        }
+    }
+
     pub(super) fn on_ready(&mut self) {
         if let Some(since) = self.outage_since.take() {
             AtomicCounters::add(&self.ctx.counters.reconnects, 1);

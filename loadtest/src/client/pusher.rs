@@ -56,16 +56,7 @@ impl Client {
                     .delta
                     .add(sub.tracker.on_subscribed("", 0, false, false, publishing));
                 batch.subscribed += 1;
-                if let Phase::Subscribing(n) = phase {
-                    *phase = if *n <= 1 {
-                        Phase::Ready
-                    } else {
-                        Phase::Subscribing(*n - 1)
-                    };
-                    if *phase == Phase::Ready {
-                        self.on_ready();
-                    }
-                }
+                self.subscription_answered(phase);
             }
             "pusher:ping" => {
                 self.push_command(pusher::PONG);
