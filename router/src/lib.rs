@@ -19,6 +19,7 @@
 //! - [`upstream`]: connections to nodes; [`error`]: what can fail and whose fault it is.
 //! - [`admission`]: each node's budget of new upgrades per second.
 //! - [`router`]: shared state and connection slots; [`metrics`]: metric names.
+//! - [`tls`]: TLS termination for clients, the certificate and its reload on SIGHUP.
 
 // The unit-test build also links the dev-dependencies of `tests/` (tokio-tungstenite).
 #![cfg_attr(test, allow(unused_crate_dependencies))]
@@ -36,6 +37,7 @@ pub mod ring;
 pub mod router;
 pub mod server;
 pub mod sticky;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 
@@ -48,9 +50,15 @@ use tokio_util::sync::CancellationToken;
 /// How long shutdown waits for tunnels to go once it has closed them.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves `config` on `listener` until `shutdown` fires, then drains (see [`serve`]).
-pub async fn run(listener: TcpListener, config: config::RouterConfig, shutdown: CancellationToken) {
-    serve(Router::new(config), listener, shutdown).await;
+/// Serves `config` on `listener` (terminating TLS with `tls` when given) until `shutdown`
+/// fires, then drains (see [`serve`]).
+pub async fn run(
+    listener: TcpListener,
+    config: config::RouterConfig,
+    tls: Option<Arc<tls::Terminator>>,
+    shutdown: CancellationToken,
+) {
+    serve(Router::with_tls(config, tls), listener, shutdown).await;
 }
 
 /// Starts discovery and serves on `listener` until `shutdown` fires. Then it stops

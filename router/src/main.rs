@@ -5,7 +5,7 @@
 // library: an unused one shows on the library target, where it means something.
 #![allow(unused_crate_dependencies)]
 
-use herald_shared::config::{exit_with, EnvLookup};
+use herald_shared::config::{exit_with, ConfigError, EnvLookup};
 use herald_shared::net::exit;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -40,7 +40,13 @@ fn main() -> ExitCode {
     if healthcheck {
         // For container engines: probe this router's own /healthz.
         use herald_shared::healthcheck;
-        return match healthcheck::probe(healthcheck::local_target(config.listen), "/healthz") {
+        let target = healthcheck::local_target(config.listen);
+        let probed = if config.tls.is_some() {
+            herald_router::tls::probe::probe(target, "/healthz")
+        } else {
+            healthcheck::probe(target, "/healthz")
+        };
+        return match probed {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("herald-router healthcheck: {e}");
@@ -49,6 +55,19 @@ fn main() -> ExitCode {
         };
     }
     herald_shared::telemetry::init_tracing(config.log_format);
+    // An unreadable, expired or mismatched certificate stops the router here, exit 64,
+    // naming the setting whose file is at fault.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => match herald_router::tls::Terminator::load(files) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                use herald_router::config::{ENV_TLS_CERT, ENV_TLS_KEY};
+                let setting = if e.is_key() { ENV_TLS_KEY } else { ENV_TLS_CERT };
+                exit_with(&[ConfigError::new(setting, "", e.to_string())]);
+            }
+        },
+    };
     let runtime = match herald_shared::net::runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -66,13 +85,15 @@ fn main() -> ExitCode {
         };
         let addr = listener.local_addr().unwrap_or(config.listen);
         let shutdown = CancellationToken::new();
-        if let Err(e) = herald_shared::net::cancel_on_signal(shutdown.clone()) {
+        let signals = herald_shared::net::cancel_on_signal(shutdown.clone())
+            .and_then(|()| herald_router::tls::reload_on_sighup(tls.clone()));
+        if let Err(e) = signals {
             eprintln!("herald-router: cannot install signal handlers: {e}");
             return ExitCode::from(exit::FAILURE);
         }
         // Only now: whoever waits for this line may send SIGTERM right after it.
         print_banner(&config, addr);
-        herald_router::run(listener, config, shutdown).await;
+        herald_router::run(listener, config, tls, shutdown).await;
         ExitCode::SUCCESS
     })
 }
@@ -89,13 +110,17 @@ fn print_banner(config: &herald_router::config::RouterConfig, addr: std::net::So
     if let Some(nats) = &d.nats {
         sources.push(format!("NATS {}", nats.subject));
     }
+    let (tls, scheme) = match &config.tls {
+        Some(files) => (format!(", TLS {}", files.cert.display()), "https"),
+        None => (String::new(), "http"),
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "herald-router {} listening on {addr} (nodes: {})",
+        "herald-router {} listening on {addr} (nodes: {}{tls})",
         env!("CARGO_PKG_VERSION"),
         sources.join(", ")
     );
-    let _ = writeln!(out, "  probes     http://{addr}/healthz  /readyz  /metrics");
+    let _ = writeln!(out, "  probes     {scheme}://{addr}/healthz  /readyz  /metrics");
     let _ = out.flush();
 }

@@ -32,6 +32,12 @@ pub const RING_NODES: &str = "herald_router_ring_nodes";
 pub const TUNNEL_BYTES: &str = "herald_router_tunnel_bytes_total";
 /// Out-of-schedule probes started because a node's tunnels ended together (counter).
 pub const BURST_PROBES: &str = "herald_router_burst_probes_total";
+/// TLS handshakes by `result`: `ok`, `failed`, `timeout` (counter).
+pub const TLS_HANDSHAKES: &str = "herald_router_tls_handshakes_total";
+/// Certificate reloads (SIGHUP) by `result`: `ok`, `failed` (counter).
+pub const TLS_RELOADS: &str = "herald_router_tls_reloads_total";
+/// `notAfter` of the served certificate, Unix seconds (gauge).
+pub const TLS_CERT_EXPIRY: &str = "herald_router_tls_certificate_expiry_timestamp_seconds";
 /// How long tunnels lasted (histogram, seconds).
 pub const TUNNEL_DURATION: &str = "herald_router_tunnel_duration_seconds";
 
@@ -89,6 +95,21 @@ pub fn burst_probe() {
     counter!(BURST_PROBES).increment(1);
 }
 
+/// Counts a TLS handshake by result.
+pub fn tls_handshake(result: &'static str) {
+    counter!(TLS_HANDSHAKES, "result" => result).increment(1);
+}
+
+/// Counts a certificate reload by result.
+pub fn tls_reload(result: &'static str) {
+    counter!(TLS_RELOADS, "result" => result).increment(1);
+}
+
+/// Sets the served certificate's expiry (Unix seconds).
+pub fn tls_certificate(not_after: i64) {
+    gauge!(TLS_CERT_EXPIRY).set(not_after as f64);
+}
+
 /// Records a finished tunnel.
 pub fn tunnel_closed(duration: Duration) {
     histogram!(TUNNEL_DURATION).record(duration.as_secs_f64());
@@ -107,6 +128,13 @@ fn describe() {
     describe_counter!(
         BURST_PROBES,
         "Probes started at once because a node's tunnels ended together."
+    );
+    describe_counter!(TLS_HANDSHAKES, "Client TLS handshakes by result.");
+    describe_counter!(TLS_RELOADS, "TLS certificate reloads (SIGHUP) by result.");
+    describe_gauge!(
+        TLS_CERT_EXPIRY,
+        Unit::Seconds,
+        "Expiry (notAfter, Unix time) of the served TLS certificate."
     );
     describe_counter!(
         TUNNEL_BYTES,

@@ -4,6 +4,7 @@
 use crate::admission::Admission;
 use crate::backends::Backends;
 use crate::config::RouterConfig;
+use crate::tls::Terminator;
 use metrics::Gauge;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,11 +35,20 @@ pub struct Router {
     pub admission: Admission,
     /// Round-robin position for plain HTTP requests, which need no stickiness.
     pub next_http: AtomicUsize,
+    /// TLS on the client side, when configured.
+    pub tls: Option<Arc<Terminator>>,
 }
 
 impl Router {
-    /// A router for `config` with no nodes known yet (discovery starts in `serve`).
+    /// A router for `config` serving plain HTTP, with no nodes known yet (discovery
+    /// starts in `serve`).
     pub fn new(config: RouterConfig) -> Arc<Self> {
+        Self::with_tls(config, None)
+    }
+
+    /// Like [`Router::new`], terminating TLS with `tls` when given (loaded from
+    /// `config.tls` by [`Terminator::load`]).
+    pub fn with_tls(config: RouterConfig, tls: Option<Arc<Terminator>>) -> Arc<Self> {
         let prometheus = crate::metrics::install_recorder();
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -58,6 +68,7 @@ impl Router {
             open: Arc::new(AtomicUsize::new(0)),
             open_gauge: metrics::gauge!(crate::metrics::CONNECTIONS),
             next_http: AtomicUsize::new(0),
+            tls,
         })
     }
 

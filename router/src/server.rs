@@ -1,5 +1,6 @@
-//! The client side: the accept loop, the router's own endpoints (`/healthz`, `/readyz`,
-//! `/metrics`), and dispatch of everything else to the proxy.
+//! The client side: the accept loop (and the TLS handshake, when configured), the
+//! router's own endpoints (`/healthz`, `/readyz`, `/metrics`), and dispatch of
+//! everything else to the proxy.
 
 use crate::proxy::{self, json, Body};
 use crate::router::{Router, Slot};
@@ -32,9 +33,27 @@ pub async fn accept_loop(router: Arc<Router>, listener: TcpListener) {
                 }
             });
             let timeout = router2.config.limits.handshake_timeout;
-            if let Err(e) =
-                herald_shared::net::serve_http1(stream, service, timeout, &router2.stop).await
-            {
+            let stop = &router2.stop;
+            let served = match &router2.tls {
+                None => herald_shared::net::serve_http1(stream, service, timeout, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::select! {
+                        h = tls.accept(stream, timeout) => h,
+                        _ = stop.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(tls_stream) => {
+                            herald_shared::net::serve_http1(tls_stream, service, timeout, stop)
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(client.addr = %client, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(client.addr = %client, error = %e, "client connection ended");
             }
         });

@@ -10,6 +10,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -86,18 +87,20 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Serves one HTTP/1 connection (upgrades included) with `service`: request heads up
+/// Serves one HTTP/1 connection (upgrades included) on `stream` (TCP, or TLS over TCP)
+/// with `service`: request heads up
 /// to [`MAX_REQUEST_HEAD`], read within `header_read_timeout`. When `stop` fires, the
 /// connection finishes the request in progress (for at most [`HTTP_SHUTDOWN_WAIT`]) and
 /// closes. An upgraded connection is the service's to track: hyper's graceful shutdown
 /// does not cover it.
-pub async fn serve_http1<S, B>(
-    stream: TcpStream,
+pub async fn serve_http1<IO, S, B>(
+    stream: IO,
     service: S,
     header_read_timeout: Duration,
     stop: &CancellationToken,
 ) -> Result<(), hyper::Error>
 where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + 'static,

@@ -7,7 +7,7 @@
 
 use super::{
     DiscoveryConfig, HealthConfig, Limits, NatsDiscovery, ProxyConfig, RouterConfig, StickyConfig,
-    StickyFallback,
+    StickyFallback, TlsConfig,
 };
 use crate::cidr::Cidr;
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings};
@@ -67,6 +67,10 @@ const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_ROUTER_HANDSHAKE_TIMEOUT";
 const ENV_SHUTDOWN_GRACE: &str = "HERALD_ROUTER_SHUTDOWN_GRACE";
 const ENV_NODE_CONNECT_RATE: &str = "HERALD_ROUTER_NODE_CONNECT_RATE";
 const ENV_NODE_CONNECT_BURST: &str = "HERALD_ROUTER_NODE_CONNECT_BURST";
+/// PEM files of the router's certificate chain and private key (both or neither).
+pub const ENV_TLS_CERT: &str = "HERALD_ROUTER_TLS_CERT";
+/// See [`ENV_TLS_CERT`].
+pub const ENV_TLS_KEY: &str = "HERALD_ROUTER_TLS_KEY";
 /// Most upgrades a second per node: far beyond what a node accepts, so only a typo.
 const MAX_CONNECT_RATE: u32 = 10_000_000;
 
@@ -91,6 +95,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<RouterConfig, Vec<ConfigError>> {
     let health = health(&mut s);
     let proxy = proxy(&mut s);
     let limits = limits(&mut s);
+    let tls = tls(&mut s);
     s.finish()?;
     Ok(RouterConfig {
         listen,
@@ -100,7 +105,35 @@ pub fn load(lookup: &dyn Lookup) -> Result<RouterConfig, Vec<ConfigError>> {
         health,
         proxy,
         limits,
+        tls,
     })
+}
+
+/// Both TLS files or neither; whether they hold a usable certificate is checked when the
+/// router loads them (`tls::Terminator::load`), so the same checks run on SIGHUP.
+fn tls(s: &mut Settings<'_>) -> Option<TlsConfig> {
+    let cert = s.string(ENV_TLS_CERT);
+    let key = s.string(ENV_TLS_KEY);
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (cert, _) => {
+            let (missing, given) = if cert.is_some() {
+                (ENV_TLS_KEY, ENV_TLS_CERT)
+            } else {
+                (ENV_TLS_CERT, ENV_TLS_KEY)
+            };
+            s.report(ConfigError::new(
+                missing,
+                "",
+                format!("{given} is set, so {missing} must be too (TLS needs both files)"),
+            ));
+            None
+        }
+    }
 }
 
 fn discovery(s: &mut Settings<'_>) -> DiscoveryConfig {
@@ -292,6 +325,28 @@ mod tests {
         assert_eq!(c.health.fall, 3);
         assert_eq!(c.proxy.retries, 2);
         assert_eq!(c.limits.max_connections, 100_000);
+        assert_eq!(c.tls, None);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c = load(&MapLookup::from_pairs(&[
+            (ENV_NODES, "a:1"),
+            (ENV_TLS_CERT, "/etc/herald/cert.pem"),
+            (ENV_TLS_KEY, "/etc/herald/key.pem"),
+        ]))
+        .expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, std::path::Path::new("/etc/herald/cert.pem"));
+        assert_eq!(tls.key, std::path::Path::new("/etc/herald/key.pem"));
+        assert_eq!(
+            errors(&[(ENV_NODES, "a:1"), (ENV_TLS_CERT, "/c.pem")]),
+            ["HERALD_ROUTER_TLS_KEY: HERALD_ROUTER_TLS_CERT is set, so HERALD_ROUTER_TLS_KEY must be too (TLS needs both files)"]
+        );
+        assert_eq!(
+            errors(&[(ENV_NODES, "a:1"), (ENV_TLS_KEY, "/k.pem")]),
+            ["HERALD_ROUTER_TLS_CERT: HERALD_ROUTER_TLS_KEY is set, so HERALD_ROUTER_TLS_CERT must be too (TLS needs both files)"]
+        );
     }
 
     #[test]

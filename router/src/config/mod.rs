@@ -8,12 +8,13 @@
 
 mod load;
 
-pub use load::{check_host_port, load, DEFAULT_NATS_SUBJECT};
+pub use load::{check_host_port, load, DEFAULT_NATS_SUBJECT, ENV_TLS_CERT, ENV_TLS_KEY};
 
 use crate::cidr::Cidr;
 use herald_shared::telemetry::LogFormat;
 use hyper::header::HeaderName;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the router needs to run.
@@ -34,6 +35,19 @@ pub struct RouterConfig {
     pub proxy: ProxyConfig,
     /// Limits and shutdown.
     pub limits: Limits,
+    /// TLS on the client side; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS termination at the router: both files are read at start and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `HERALD_ROUTER_TLS_CERT`: PEM file with the certificate chain, the router's own
+    /// certificate first. Default unset (plain HTTP).
+    pub cert: PathBuf,
+    /// `HERALD_ROUTER_TLS_KEY`: PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    /// Set together with the certificate or not at all.
+    pub key: PathBuf,
 }
 
 /// Node discovery; the three sources can be combined.
@@ -173,8 +187,9 @@ pub struct Limits {
     /// `HERALD_ROUTER_MAX_CONNECTIONS`: open client connections, tunnels included; more
     /// are answered 503. Default 100000.
     pub max_connections: usize,
-    /// `HERALD_ROUTER_HANDSHAKE_TIMEOUT` (seconds): how long a client may take to send its
-    /// request headers. Default 10.
+    /// `HERALD_ROUTER_HANDSHAKE_TIMEOUT` (seconds): how long a client may take to finish
+    /// its TLS handshake (with TLS on), and then again to send its request headers.
+    /// Default 10.
     pub handshake_timeout: Duration,
     /// `HERALD_ROUTER_SHUTDOWN_GRACE` (seconds): after SIGTERM, how long open tunnels may
     /// keep running before they are closed. Default 30.
@@ -218,6 +233,7 @@ impl RouterConfig {
             health: HealthConfig::default(),
             proxy: ProxyConfig::default(),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }

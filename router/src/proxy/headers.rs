@@ -63,9 +63,10 @@ pub fn set_upgrade(headers: &mut HeaderMap) {
 }
 
 /// Appends the client's address to `X-Forwarded-For` (keeping what earlier proxies
-/// wrote) and sets `X-Forwarded-Proto` to `http` unless a proxy in front of us (a TLS
-/// terminator) already said which scheme the client used.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+/// wrote) and sets `X-Forwarded-Proto`: `https` when the router itself terminated TLS
+/// (`tls`), whatever the client sent; otherwise `http` unless a proxy in front of us (a
+/// TLS terminator) already said which scheme the client used.
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, tls: bool) {
     let ip = client.ip().to_string();
     let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -80,7 +81,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
+    if tls {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    } else if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
 }
@@ -195,7 +198,7 @@ mod tests {
     fn forwarded_headers_append_and_keep_the_scheme() {
         let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, client);
+        add_forwarded(&mut h, client, false);
         assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
 
@@ -203,8 +206,13 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, client);
+        add_forwarded(&mut h, client, false);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 192.0.2.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+
+        // TLS at the router: the scheme is ours to say, a client's claim is replaced.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        add_forwarded(&mut h, client, true);
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 }

@@ -30,7 +30,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
     let addr = client_ip(client, req.headers(), &router.config.proxy.trusted_proxies);
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client);
+    add_forwarded(&mut parts.headers, client, router.tls.is_some());
     // Origin form: nodes expect a path, even if the client sent an absolute URI.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));

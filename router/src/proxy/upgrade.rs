@@ -58,7 +58,7 @@ pub async fn handle(
     let mut headers = req.headers().clone();
     strip_hop_by_hop(&mut headers);
     set_upgrade(&mut headers);
-    add_forwarded(&mut headers, client);
+    add_forwarded(&mut headers, client, router.tls.is_some());
     let path = req
         .uri()
         .path_and_query()

@@ -2,6 +2,8 @@
 //! a WebSocket client that reports which node it landed on, and a small HTTP client.
 #![allow(dead_code)]
 
+pub(crate) mod tls;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use herald_router::config::RouterConfig;
@@ -289,8 +291,12 @@ pub(crate) async fn connect_with(
     Landing { ws, node, cookie }
 }
 
-/// Sends `text` and returns the reply with `id`, skipping pings and pushes.
-pub(crate) async fn command(ws: &mut Ws, id: u64, text: &str) -> Value {
+/// Sends `text` and returns the reply with `id`, skipping pings and pushes (over TCP or
+/// TLS).
+pub(crate) async fn command<S>(ws: &mut WebSocketStream<S>, id: u64, text: &str) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(text)).await.expect("send");
     let read = async {
         loop {
