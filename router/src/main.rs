@@ -63,7 +63,11 @@ fn main() -> ExitCode {
             Ok(t) => Some(t),
             Err(e) => {
                 use herald_router::config::{ENV_TLS_CERT, ENV_TLS_KEY};
-                let setting = if e.is_key() { ENV_TLS_KEY } else { ENV_TLS_CERT };
+                let setting = if e.is_key() {
+                    ENV_TLS_KEY
+                } else {
+                    ENV_TLS_CERT
+                };
                 exit_with(&[ConfigError::new(setting, "", e.to_string())]);
             }
         },
@@ -121,6 +125,9 @@ fn print_banner(config: &herald_router::config::RouterConfig, addr: std::net::So
         env!("CARGO_PKG_VERSION"),
         sources.join(", ")
     );
-    let _ = writeln!(out, "  probes     {scheme}://{addr}/healthz  /readyz  /metrics");
+    let _ = writeln!(
+        out,
+        "  probes     {scheme}://{addr}/healthz  /readyz  /metrics"
+    );
     let _ = out.flush();
 }

@@ -12,11 +12,13 @@ mod common;
 
 use common::tls::*;
 use common::*;
+use futures_util::StreamExt;
 use herald_router::router::Router;
 use herald_router::tls::Terminator;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// A TLS router in this process, in front of `nodes`.
@@ -89,16 +91,34 @@ async fn a_wss_client_reaches_a_node_through_the_router() {
     let (mut ws, node, shown) = wss_connect(r.addr, ca.client_config()).await;
     assert_eq!(node, nodes[0].id);
     assert_eq!(shown, issued.der);
-    // The tunnel carries the protocol both ways: subscribe, publish, receive.
+    // The tunnel carries the protocol both ways: subscribe, then a publication sent
+    // through the router's HTTPS side to the server API arrives on the wss tunnel.
     let sub = command(&mut ws, 2, r#"{"id":2,"subscribe":{"channel":"news"}}"#).await;
     assert!(sub.get("error").is_none(), "{sub}");
-    let publish = command(
-        &mut ws,
-        3,
-        r#"{"id":3,"publish":{"channel":"news","data":{"n":1}}}"#,
+    let api = https_request(
+        r.addr,
+        ca.client_config(),
+        "POST",
+        "/api/publish",
+        &[("x-api-key", API_KEY), ("content-type", "application/json")],
+        r#"{"channel":"news","data":{"n":1}}"#,
     )
     .await;
-    assert!(publish.get("error").is_none(), "{publish}");
+    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    let push = async {
+        loop {
+            let msg = ws.next().await.expect("open").expect("frame");
+            if let Message::Text(t) = msg {
+                if t.as_str().contains(r#""n":1"#) {
+                    return t.as_str().to_owned();
+                }
+            }
+        }
+    };
+    let push = tokio::time::timeout(WAIT, push)
+        .await
+        .expect("publication in time");
+    assert!(push.contains("news"), "{push}");
 
     // The router's own endpoints are served over TLS too.
     let health = https_get(r.addr, ca.client_config(), "/healthz").await;

@@ -92,7 +92,10 @@ fn an_unusable_certificate_at_start_exits_64_with_the_reason() {
     let missing = files.dir.path().join("nowhere.pem");
     let (code, stderr) = run_to_exit(&missing, &files.key);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("cannot read") && stderr.contains("nowhere.pem"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("nowhere.pem"),
+        "{stderr}"
+    );
     // One file without the other.
     let out = router_command()
         .env("HERALD_ROUTER_NODES", "127.0.0.1:9")
@@ -221,11 +224,17 @@ async fn sighup_reloads_the_certificate_and_keeps_open_tunnels() {
     router.sighup();
     let deadline = tokio::time::Instant::now() + WAIT;
     while router.log_count(&["not reloaded", "does not match"]) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "mismatch not logged");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mismatch not logged"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_ws, _, shown) = wss_connect(router.addr, ca.client_config()).await;
-    assert_eq!(shown, second.der, "the last good certificate is still served");
+    assert_eq!(
+        shown, second.der,
+        "the last good certificate is still served"
+    );
     let metrics = https_get(router.addr, ca.client_config(), "/metrics").await;
     assert!(
         metrics.contains(r#"herald_router_tls_reloads_total{result="failed"} 2"#),

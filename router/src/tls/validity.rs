@@ -70,7 +70,9 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), &'static str> {
         }
         let (bytes, after) = input.split_at(n);
         input = after;
-        bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
     };
     if input.len() < len {
         return Err(SHORT);
@@ -86,7 +88,10 @@ fn time(tag: u8, text: &[u8]) -> Result<i64, &'static str> {
     if !digits.iter().all(u8::is_ascii_digit) {
         return Err(BAD);
     }
-    let num = |s: &[u8]| s.iter().fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'));
+    let num = |s: &[u8]| {
+        s.iter()
+            .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'))
+    };
     let (year, rest) = match (tag, digits.len()) {
         // RFC 5280: two-digit years 50..99 are 19xx, 00..49 are 20xx.
         (UTC_TIME, 12) => {
@@ -159,7 +164,10 @@ mod tests {
     fn known_instants() {
         assert_eq!(time(UTC_TIME, b"700101000000Z"), Ok(0));
         assert_eq!(time(UTC_TIME, b"000229123456Z"), Ok(951_827_696));
-        assert_eq!(time(GENERALIZED_TIME, b"20380119031408Z"), Ok(2_147_483_648));
+        assert_eq!(
+            time(GENERALIZED_TIME, b"20380119031408Z"),
+            Ok(2_147_483_648)
+        );
         assert_eq!(format(951_827_696), "2000-02-29T12:34:56Z");
     }
 

@@ -183,9 +183,25 @@ pub(crate) async fn wss_connect(
 
 /// GETs `path` over TLS and returns the whole response as text.
 pub(crate) async fn https_get(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> String {
+    https_request(addr, config, "GET", path, &[], "").await
+}
+
+/// Sends one request over TLS (`Connection: close`) and returns the whole response as text.
+pub(crate) async fn https_request(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = tls_connect(addr, config).await.expect("TLS to the router");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     tls.write_all(req.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
