@@ -127,7 +127,7 @@ async fn a_wss_client_reaches_a_node_through_the_router() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_does_not_trust_the_certificate_is_refused_by_its_own_side() {
+async fn an_untrusting_or_h2_only_client_fails_in_the_handshake_and_others_are_served() {
     let ca = TestCa::new();
     let files = TlsFiles::new(&ca.issue());
     let (_nodes, addrs) = start_nodes(&["tls-b"]);
@@ -135,6 +135,13 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused_by_its_own_side
     // Another CA's client rejects the router's certificate: the handshake fails.
     let stranger = TestCa::new();
     assert!(tls_connect(r.addr, stranger.client_config()).await.is_err());
+    // A client offering only h2 in ALPN: the router speaks HTTP/1.1 only and says so.
+    let mut h2_only = (*ca.client_config()).clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let err = tls_connect(r.addr, std::sync::Arc::new(h2_only))
+        .await
+        .expect_err("no common application protocol");
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
     // ...and the router keeps serving clients that do trust it.
     let (_ws, node, _) = wss_connect(r.addr, ca.client_config()).await;
     assert_eq!(node, "tls-b");
