@@ -197,7 +197,10 @@ pub(super) fn proxy(s: &mut Settings<'_>) -> ProxyOptions {
         timeout: s.secs_in(
             ENV_TIMEOUT,
             d.timeout,
-            (Bound::Excluded(Duration::ZERO), Bound::Included(MAX_TIMEOUT)),
+            (
+                Bound::Excluded(Duration::ZERO),
+                Bound::Included(MAX_TIMEOUT),
+            ),
         ),
         http_headers: s.list_with(ENV_HTTP_HEADERS, check_header_name),
         max_concurrency: s.int(ENV_MAX_CONCURRENCY, d.max_concurrency, 1..=65_536),
@@ -216,9 +219,9 @@ fn check_endpoint(url: &str) -> Result<(), String> {
     if url.len() > 8 && url[..8].eq_ignore_ascii_case("https://") {
         return Err("https:// is not supported (the node has no TLS client): use http:// to the backend or a local TLS sidecar".into());
     }
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|_| "expected an http:// URL such as http://127.0.0.1:3000/centrifugo/connect".to_owned())?;
+    let uri: hyper::Uri = url.parse().map_err(|_| {
+        "expected an http:// URL such as http://127.0.0.1:3000/centrifugo/connect".to_owned()
+    })?;
     if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
         return Err(
             "expected an http:// URL such as http://127.0.0.1:3000/centrifugo/connect".into(),
@@ -234,7 +237,9 @@ fn check_header_name(name: &str) -> Result<String, String> {
         return Err("expected a header name such as Cookie or Authorization".into());
     }
     if NEVER_FORWARDED.contains(&lower.as_str()) {
-        return Err(format!("{name} belongs to the upgrade itself and is never forwarded"));
+        return Err(format!(
+            "{name} belongs to the upgrade itself and is never forwarded"
+        ));
     }
     Ok(lower)
 }
@@ -259,14 +264,20 @@ mod tests {
         assert_eq!(d, ProxyOptions::default());
         assert!(!d.any());
         let p = read(&[
-            ("HERALD_PROXY_CONNECT_ENDPOINT", "http://127.0.0.1:3000/connect"),
+            (
+                "HERALD_PROXY_CONNECT_ENDPOINT",
+                "http://127.0.0.1:3000/connect",
+            ),
             ("HERALD_PROXY_RPC_ENDPOINT", "http://backend/rpc"),
             ("HERALD_PROXY_TIMEOUT", "0.25"),
             ("HERALD_PROXY_HTTP_HEADERS", "Cookie, Authorization"),
             ("HERALD_PROXY_MAX_CONCURRENCY", "8"),
         ])
         .unwrap();
-        assert_eq!(p.endpoint(ProxyKind::Connect), Some("http://127.0.0.1:3000/connect"));
+        assert_eq!(
+            p.endpoint(ProxyKind::Connect),
+            Some("http://127.0.0.1:3000/connect")
+        );
         assert!(p.any() && p.after_connect());
         assert_eq!(p.timeout, Duration::from_millis(250));
         assert_eq!(p.http_headers, ["cookie", "authorization"]);

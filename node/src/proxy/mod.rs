@@ -171,12 +171,11 @@ impl Proxy {
     ) -> Result<Answer<R>, ProxyError> {
         let started = Instant::now();
         let timeout = self.options.timeout;
-        let outcome = match tokio::time::timeout(timeout, self.exchange(kind, headers, request))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ProxyError::Timeout(timeout)),
-        };
+        let outcome =
+            match tokio::time::timeout(timeout, self.exchange(kind, headers, request)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProxyError::Timeout(timeout)),
+            };
         metrics::histogram!(DURATION, "type" => kind.name())
             .record(started.elapsed().as_secs_f64());
         let result = match &outcome {
@@ -299,7 +298,10 @@ mod tests {
     fn bad_answers_are_parse_errors_without_their_values() {
         let secret = br#"{"result":{"data":"s3cret-value"},"error":"s3cret"}"#;
         let e = decode::<RpcResult>(secret).unwrap_err();
-        assert!(matches!(&e, ProxyError::Parse(t) if !t.contains("s3cret")), "{e}");
+        assert!(
+            matches!(&e, ProxyError::Parse(t) if !t.contains("s3cret")),
+            "{e}"
+        );
         let e = decode::<RpcResult>(b"<html>oops</html>").unwrap_err();
         assert_eq!(e.label(), "parse");
         let e = decode::<RpcResult>(br#"{"disconnect":{"code":1000}}"#).unwrap_err();

@@ -279,7 +279,10 @@ mod tests {
         )
         .unwrap();
         let r = e.result.unwrap();
-        assert_eq!(pick(r.info, &r.b64info).unwrap().unwrap().as_str(), r#"{"x":1}"#);
+        assert_eq!(
+            pick(r.info, &r.b64info).unwrap().unwrap().as_str(),
+            r#"{"x":1}"#
+        );
         assert_eq!(unix(r.expire_at), Some(5));
         let e: Envelope<RpcResult> =
             serde_json::from_str(r#"{"error":{"code":1000,"message":"no"}}"#).unwrap();

@@ -136,19 +136,27 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
 /// A namespace switch (`proxy_subscribe`...) without its endpoint would silently do
 /// nothing, or refuse every client: refused at start-up instead.
 fn proxy_switches_need_endpoints(s: &mut Settings<'_>, ns: &Namespaces, proxy: &ProxyOptions) {
-    let all = std::iter::once(("", &ns.default)).chain(ns.named.iter().map(|(n, o)| (n.as_str(), o)));
+    let all =
+        std::iter::once(("", &ns.default)).chain(ns.named.iter().map(|(n, o)| (n.as_str(), o)));
     let mut missing: Vec<(String, ProxyKind)> = Vec::new();
     for (name, o) in all {
         for (on, kind, key) in [
             (o.proxy_subscribe, ProxyKind::Subscribe, ENV_PROXY_SUBSCRIBE),
             (o.proxy_publish, ProxyKind::Publish, ENV_PROXY_PUBLISH),
-            (o.proxy_sub_refresh, ProxyKind::SubRefresh, ENV_PROXY_SUB_REFRESH),
+            (
+                o.proxy_sub_refresh,
+                ProxyKind::SubRefresh,
+                ENV_PROXY_SUB_REFRESH,
+            ),
         ] {
             if on && proxy.endpoint(kind).is_none() {
                 let setting = if name.is_empty() {
                     key.to_owned()
                 } else {
-                    format!("namespaces.{name}.{}", key[PREFIX.len()..].to_ascii_lowercase())
+                    format!(
+                        "namespaces.{name}.{}",
+                        key[PREFIX.len()..].to_ascii_lowercase()
+                    )
                 };
                 missing.push((setting, kind));
             }

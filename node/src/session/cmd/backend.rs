@@ -93,6 +93,10 @@ impl Client {
 /// Logs an answer that parsed as JSON but cannot be used (bad base64, a field out of
 /// range) and makes it an internal error, as a failed call is.
 pub(in crate::session) fn unusable(kind: ProxyKind, what: &'static str) -> Failure {
-    tracing::warn!(proxy = kind.name(), reason = what, "backend answer unusable");
+    tracing::warn!(
+        proxy = kind.name(),
+        reason = what,
+        "backend answer unusable"
+    );
     ErrorCode::Internal.into()
 }

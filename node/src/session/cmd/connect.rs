@@ -15,9 +15,7 @@ use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubClaims};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
 use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{
-    ConnectResult, DisconnectCode, ErrorCode, RawJson, StreamPosition,
-};
+use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, RawJson, StreamPosition};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
