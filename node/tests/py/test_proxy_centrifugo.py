@@ -145,6 +145,7 @@ async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path)
 
     for kind in ("connect", "rpc", "subscribe", "publish", "refresh"):
         a, b = theirs[kind][0], ours[kind][0]
+        print(f"{kind}: centrifugo {sorted(a.body)} herald {sorted(b.body)}")
         assert sorted(b.body) == sorted(a.body), (kind, a.body, b.body)
         for field, value in a.body.items():
             if field != "client":  # each server makes its own client ids
