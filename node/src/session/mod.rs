@@ -15,6 +15,7 @@
 //! - `reassembly`: fragmented messages; `close`: transport closes.
 //! - [`handler`]: the dispatcher: rate limit, command order, replies.
 //! - `cmd`: the client protocol's commands, one file per command or group.
+//! - `proxied`: what the backend proxy keeps per connection.
 //! - [`writer`]: the writer task.
 //!
 //! The connection's state and queue are [`crate::conn`], a layer below.
@@ -23,6 +24,7 @@ mod close;
 mod cmd;
 pub mod frames;
 pub mod handler;
+mod proxied;
 mod rate;
 mod reassembly;
 pub mod writer;

@@ -1,5 +1,6 @@
-//! The session's side of the backend proxy: what one connection keeps for it, and how a
-//! backend's answer becomes what the client sees.
+//! The session's side of the backend proxy: how a command asks, and how a backend's
+//! answer becomes what the client sees (what a connection keeps for it is
+//! [`crate::session::proxied`]).
 //!
 //! Mapping, as Centrifugo does it: the backend's `error` is the client's error reply
 //! (the backend's code and text); its `disconnect` closes the connection with that code;
@@ -11,37 +12,10 @@ use super::{Client, Failure};
 use crate::config::ProxyKind;
 use crate::conn::outbound::CloseReason;
 use crate::proxy::wire::ProxyRequest;
-use crate::proxy::{Answer, Headers};
-use herald_shared::protocol::{ErrorCode, RawJson, ReplyError};
+use crate::proxy::Answer;
+use herald_shared::protocol::{ErrorCode, ReplyError};
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
-use std::collections::HashMap;
-
-/// What the backend proxy needs of one connection. Empty (no allocation) when no proxy
-/// is on.
-#[derive(Default)]
-pub(in crate::session) struct Backend {
-    /// The upgrade request's headers listed in `HERALD_PROXY_HTTP_HEADERS`. Kept after
-    /// `connect` only when a later proxy (refresh, subscribe...) will send them.
-    pub(in crate::session) headers: Headers,
-    /// `meta` from the connect proxy (or refresh): sent in later proxy requests.
-    pub(in crate::session) meta: Option<RawJson>,
-    /// When the refresh proxy is to be asked about this connection (unix seconds).
-    pub(in crate::session) refresh_at: Option<u64>,
-    /// When the sub_refresh proxy is to be asked about each proxied subscription.
-    pub(in crate::session) sub_refresh_at: HashMap<String, u64>,
-}
-
-impl Backend {
-    /// The earliest refresh or sub_refresh due, unix seconds.
-    pub(in crate::session) fn next_due(&self) -> Option<u64> {
-        self.sub_refresh_at
-            .values()
-            .copied()
-            .chain(self.refresh_at)
-            .min()
-    }
-}
 
 impl Client {
     /// Whether the proxy of `kind` is on.

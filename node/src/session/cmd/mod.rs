@@ -19,7 +19,7 @@ use crate::channel::ChannelError;
 use crate::conn::outbound::CloseReason;
 use crate::conn::Conn;
 use crate::node::Node;
-use backend::Backend;
+use crate::session::proxied::Backend;
 use herald_shared::protocol::{DisconnectCode, ErrorCode, ReplyError};
 use std::sync::Arc;
 
