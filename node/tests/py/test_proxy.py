@@ -66,6 +66,7 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
             "info": {"name": "Bob"},
             "data": {"welcome": True},
             "channels": ["news"],
+            "subs": {"vip": {"info": {"tier": "gold"}, "data": {"seat": 1}}},
             "meta": {"tenant": 7},
         }
     }
@@ -74,8 +75,8 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
     client, log = await connect(sdk, node, data={"hello": "backend"}, name="py-test", version="1.2")
     connected = log.of("connected")[0]
     assert connected.data == {"welcome": True}, connected
-    await log.wait(lambda: log.of("server_subscribed"), what="the server-side subscription")
-    assert log.of("server_subscribed")[0].channel == "news"
+    await log.wait(lambda: len(log.of("server_subscribed")) == 2, what="the server-side subscriptions")
+    assert sorted(c.channel for c in log.of("server_subscribed")) == ["news", "vip"]
 
     [seen] = backend.seen["connect"]
     assert seen.body == {
@@ -98,6 +99,13 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
     )
     [me] = r.json()["result"]["presence"].values()
     assert me["user"] == "bob" and me["conn_info"] == {"name": "Bob"}, me
+    assert "chan_info" not in me, me
+    r = await http(
+        "POST", f"{node.http_url}/api/presence", data='{"channel":"vip"}',
+        headers={"X-API-Key": node.api_key},
+    )
+    [me] = r.json()["result"]["presence"].values()
+    assert me["chan_info"] == {"tier": "gold"}, me
 
     # Later requests carry the user, the meta and the same forwarded headers.
     res = await client.rpc("sum", {"a": 1})
