@@ -83,6 +83,10 @@ pub struct Common {
     /// HMAC secret the servers verify connection tokens with. Generated for --local.
     #[arg(long)]
     pub secret: Option<String>,
+    /// Connect without a token (--url only): for servers that authenticate through a
+    /// backend connect proxy (HERALD_PROXY_CONNECT_ENDPOINT) or allow anonymous users.
+    #[arg(long, conflicts_with_all = ["secret", "local"])]
+    pub no_token: bool,
     /// How long the measured phase lasts (publishing, holding, soaking): 10s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,

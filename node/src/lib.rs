@@ -15,6 +15,8 @@
 //!   (offsets, history, presence; embedded or NATS) and the [`conn`] registry;
 //!   [`events`] is the node's side of the broker.
 //! - [`conn`]: per-connection state and its outbound queue, the bottom layer.
+//! - [`proxy`]: the HTTP client asking the application's backend about client events
+//!   (Centrifugo's proxy), beside the broker: the session uses it.
 //! - [`config`], [`metrics`]: settings and metric names, used everywhere.
 //! - [`drain`]: leaving without a herd; [`token_cmd`]: the `herald-node token` subcommand.
 
@@ -28,6 +30,7 @@ pub mod events;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod server;
 pub mod session;
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::conn::lanes::Lanes;
 use crate::conn::registry::Registry;
 use crate::hub::Hub;
 use crate::metrics::NodeMetrics;
+use crate::proxy::Proxy;
 use herald_shared::auth::{AuthError, Verifier};
 use herald_shared::codec::NodeStatus;
 use herald_shared::protocol::DisconnectCode;
@@ -30,6 +31,8 @@ pub struct Node {
     pub broker: Box<dyn Broker>,
     /// Token verification; `None` when no key is configured.
     pub verifier: Option<Verifier>,
+    /// The backend proxy; `None` when no proxy endpoint is set.
+    pub proxy: Option<Proxy>,
     /// Every open connection: counted, listed, and found by user for the server API.
     pub registry: Registry,
     /// Metric handles for the hot path.
@@ -76,11 +79,13 @@ impl Node {
             None => None,
         };
         let metrics = NodeMetrics::new();
+        let proxy = Proxy::new(&config.proxy);
         Ok(Arc::new(Node {
             config,
             hub,
             broker,
             verifier,
+            proxy,
             registry: Registry::default(),
             lanes: Lanes::new(metrics.bytes_out.clone()),
             metrics,

@@ -181,6 +181,11 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
         }
     };
     let encoding = requested_encoding(&req);
+    // Only the headers a backend proxy forwards, and only when one is on.
+    let headers = match &node.proxy {
+        Some(p) => p.capture(req.headers()),
+        None => Vec::new(),
+    };
     let node2 = node.clone();
     node.tracker.spawn(async move {
         match fut.await {
@@ -188,7 +193,7 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
             // itself (see `session::frames`).
             Ok(ws) => {
                 let upgraded = ws.into_inner().into_inner();
-                crate::session::serve(node2, upgraded, remote, encoding).await
+                crate::session::serve(node2, upgraded, remote, encoding, headers).await
             }
             Err(e) => {
                 node2.registry.release();

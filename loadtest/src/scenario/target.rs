@@ -95,10 +95,12 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
     if common.url.is_empty() {
         bail!("give --url ws://host:port (repeatable) or --local N");
     }
-    let secret = common
-        .secret
-        .clone()
-        .context("--secret (the servers' HMAC token secret, or the Pusher app secret) is required with --url")?;
+    // An empty secret makes clients connect without a token.
+    let secret = match (&common.secret, common.no_token) {
+        (_, true) => String::new(),
+        (Some(s), false) => s.clone(),
+        (None, false) => bail!("--secret (the servers' HMAC token secret, or the Pusher app secret) is required with --url, unless --no-token"),
+    };
     let mut api_bases = common.api_url.clone();
     if api_bases.is_empty() {
         for u in &common.url {

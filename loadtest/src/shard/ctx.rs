@@ -65,8 +65,12 @@ impl ShardCtx {
         }
     }
 
-    /// A connection token for client `index` (user `lt-<index>`, no expiry).
+    /// A connection token for client `index` (user `lt-<index>`, no expiry); empty
+    /// without a secret (`--no-token`).
     pub fn token_for(&self, index: usize) -> String {
+        if self.spec.secret.is_empty() {
+            return String::new();
+        }
         let claims = MintClaims {
             sub: format!("lt-{index}"),
             ..Default::default()

@@ -61,7 +61,7 @@ pub struct ShardSpec {
     /// WebSocket URLs; client `i` starts at `urls[i % len]` and moves to the next one
     /// on each reconnect.
     pub urls: Vec<String>,
-    /// HMAC secret for connection tokens.
+    /// HMAC secret for connection tokens; empty: clients connect without a token.
     pub secret: String,
     /// Spread connections over this many source addresses 127.0.0.2, .3, …
     /// (0: let the kernel choose; only used for loopback targets).

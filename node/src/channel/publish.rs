@@ -36,7 +36,9 @@ pub async fn publish(
     };
     let info = match caller {
         Caller::Server => None,
-        Caller::Client(conn) => Some(conn.client_info(conn.chan_info(channel))),
+        Caller::Client(conn) | Caller::Approved(conn) => {
+            Some(conn.client_info(conn.chan_info(channel)))
+        }
     };
     let publication = Outgoing {
         publication: Publication {

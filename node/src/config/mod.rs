@@ -8,10 +8,12 @@
 mod cluster;
 mod drain;
 mod load;
+mod proxy;
 
 pub use cluster::{default_advertise, ClusterOptions};
 pub use drain::DrainOptions;
 pub use load::load;
+pub use proxy::{ProxyKind, ProxyOptions};
 
 use herald_shared::auth::AuthConfig;
 use std::collections::HashMap;
@@ -61,6 +63,8 @@ pub struct NodeConfig {
     pub cluster: ClusterOptions,
     /// How the node drains on SIGTERM or `POST /admin/drain`.
     pub drain: DrainOptions,
+    /// Which client events the application's backend answers over HTTP.
+    pub proxy: ProxyOptions,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -82,6 +86,7 @@ impl std::fmt::Debug for NodeConfig {
             log_format,
             cluster,
             drain,
+            proxy,
         } = self;
         f.debug_struct("NodeConfig")
             .field("listen", listen)
@@ -99,6 +104,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("log_format", log_format)
             .field("cluster", cluster)
             .field("drain", drain)
+            .field("proxy", proxy)
             .finish()
     }
 }
@@ -149,6 +155,18 @@ pub struct NamespaceOptions {
     /// `HERALD_RECOVERY`: subscribers may recover missed publications (needs history).
     /// Default true.
     pub recovery: bool,
+    /// `HERALD_PROXY_SUBSCRIBE` (`proxy_subscribe` in `[namespaces.NAME]`): the backend
+    /// decides subscribes without a subscription token (needs
+    /// `HERALD_PROXY_SUBSCRIBE_ENDPOINT`). Default false.
+    pub proxy_subscribe: bool,
+    /// `HERALD_PROXY_PUBLISH` (`proxy_publish`): the backend decides client publishes,
+    /// instead of `allow_publish`, and may rewrite their data (needs
+    /// `HERALD_PROXY_PUBLISH_ENDPOINT`). Default false.
+    pub proxy_publish: bool,
+    /// `HERALD_PROXY_SUB_REFRESH` (`proxy_sub_refresh`): a subscription the subscribe
+    /// proxy gave an `expire_at` is extended by the backend when it is reached (needs
+    /// `HERALD_PROXY_SUB_REFRESH_ENDPOINT`). Default false.
+    pub proxy_sub_refresh: bool,
 }
 
 impl Default for NamespaceOptions {
@@ -164,6 +182,9 @@ impl Default for NamespaceOptions {
             allow_presence: true,
             allow_history: true,
             recovery: true,
+            proxy_subscribe: false,
+            proxy_publish: false,
+            proxy_sub_refresh: false,
         }
     }
 }
@@ -263,6 +284,7 @@ impl NodeConfig {
                 window: Duration::ZERO,
                 timeout: Duration::from_secs(5),
             },
+            proxy: ProxyOptions::default(),
         }
     }
 }

@@ -45,6 +45,41 @@ impl Session {
         }
     }
 
+    /// Keeps the upgrade headers the backend proxy forwards.
+    pub fn with_proxy_headers(mut self, headers: crate::proxy::Headers) -> Self {
+        self.client.backend.headers = headers;
+        self
+    }
+
+    /// When a backend refresh (refresh or sub_refresh proxy) is due, unix seconds.
+    pub fn refresh_due(&self) -> Option<u64> {
+        self.client.backend.next_due()
+    }
+
+    /// Runs the backend refreshes that are due; `Close` when one ends the connection.
+    pub async fn refresh(&mut self) -> Flow {
+        let now = herald_shared::auth::now_secs();
+        let c = &mut self.client;
+        if c.backend.refresh_at.is_some_and(|at| at <= now) {
+            if let Some(close) = cmd::connect::refresh_by_proxy(c).await {
+                return Flow::Close(close);
+            }
+        }
+        let due: Vec<String> = c
+            .backend
+            .sub_refresh_at
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        for channel in due {
+            if let Some(close) = cmd::subscribe::sub_refresh_by_proxy(c, &channel).await {
+                return Flow::Close(close);
+            }
+        }
+        Flow::Continue
+    }
+
     /// Handles one complete text message.
     pub async fn handle_frame(&mut self, payload: &[u8]) -> Flow {
         let conn = self.client.conn.clone();
@@ -112,8 +147,8 @@ impl Session {
             Method::Refresh(r) => cmd::connect::refresh(c, r),
             Method::SubRefresh(r) => cmd::subscribe::sub_refresh(c, r),
             Method::Ping => Ok(Some(EMPTY.to_vec())),
-            // No RPC or send handler is configured on this node.
-            Method::Rpc(_) => Err(ErrorCode::MethodNotFound.into()),
+            // `rpc` goes to the backend when its proxy is on; `send` has no handler.
+            Method::Rpc(r) => cmd::rpc::rpc(c, r).await,
             Method::Send(_) => Ok(None),
             Method::Pong => Ok(None),
             Method::Unknown => Err(ErrorCode::MethodNotFound.into()),
@@ -138,9 +173,20 @@ impl Session {
                 }
                 Flow::Continue
             }
+            Err(Failure::Reply(e)) => {
+                metrics::command(name, "backend_error");
+                if id != 0 {
+                    out.push(Bytes::from(encode_error(id, &e)));
+                }
+                Flow::Continue
+            }
             Err(Failure::Close(code)) => {
                 metrics::command(name, "disconnect");
                 Flow::Close(code.into())
+            }
+            Err(Failure::Disconnect(close)) => {
+                metrics::command(name, "disconnect");
+                Flow::Close(close)
             }
         }
     }

@@ -15,6 +15,7 @@
 //! - `reassembly`: fragmented messages; `close`: transport closes.
 //! - [`handler`]: the dispatcher: rate limit, command order, replies.
 //! - `cmd`: the client protocol's commands, one file per command or group.
+//! - `proxied`: what the backend proxy keeps per connection.
 //! - [`writer`]: the writer task.
 //!
 //! The connection's state and queue are [`crate::conn`], a layer below.
@@ -23,6 +24,7 @@ mod close;
 mod cmd;
 pub mod frames;
 pub mod handler;
+mod proxied;
 mod rate;
 mod reassembly;
 pub mod writer;
@@ -68,7 +70,15 @@ pub enum Encoding {
 }
 
 /// Runs a connection from the completed upgrade to its end.
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, encoding: Encoding) {
+/// `headers` are the upgrade request's headers the backend proxy forwards (empty
+/// without a proxy).
+pub async fn serve(
+    node: Arc<Node>,
+    upgraded: Upgraded,
+    remote: SocketAddr,
+    encoding: Encoding,
+    headers: crate::proxy::Headers,
+) {
     // The node serves plain TCP (TLS ends at the load balancer), so the upgraded
     // connection is always hyper's wrapper around our own `TcpStream`.
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
@@ -104,7 +114,8 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, enco
         let wr = SharedWrite(stream.clone());
         let writer = tokio::spawn(writer::run(wr, node.clone(), conn.clone()).in_current_span());
 
-        read_loop(&node, &conn, &mut frames, &stream).await;
+        let session = Session::new(node.clone(), conn.clone()).with_proxy_headers(headers);
+        read_loop(session, &node, &conn, &mut frames, &stream).await;
 
         // The reader is done: make sure the writer ends too, then clean up.
         conn.out.close(CloseReason {
@@ -137,12 +148,12 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, enco
 }
 
 async fn read_loop(
+    mut session: Session,
     node: &Arc<Node>,
     conn: &Arc<Conn>,
     frames: &mut FrameReader,
     rd: &tokio::net::TcpStream,
 ) {
-    let mut session = Session::new(node.clone(), conn.clone());
     let mut fragments = Reassembly::new(node.config.limits.max_message_size);
     // The client sent its close: nothing more will come, no need to linger for it.
     let mut peer_closed = false;
@@ -151,11 +162,20 @@ async fn read_loop(
         if conn.out.is_closing() {
             break;
         }
+        // A backend refresh (refresh or sub_refresh proxy) due at this unix second.
+        let due = session.refresh_due();
         let frame = tokio::select! {
             biased;
             // Once a close is decided the frame being read no longer matters (the
             // reader is cancel-safe anyway: what it read stays for the linger).
             _ = conn.out.closed() => break,
+            _ = until_unix(due.unwrap_or(0)), if due.is_some() => {
+                if let Flow::Close(c) = session.refresh().await {
+                    conn.out.close(c);
+                    break;
+                }
+                continue;
+            }
             f = frames.next(rd) => f,
         };
         let frame = match frame {
@@ -249,6 +269,12 @@ async fn read_loop(
         }
     })
     .await;
+}
+
+/// Sleeps until the unix second `at` (at once when it has passed).
+async fn until_unix(at: u64) {
+    let now = herald_shared::auth::now_secs();
+    tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await
 }
 
 /// Removes every trace of a closed connection: subscriptions, presence, registry.

@@ -26,6 +26,7 @@ pub use mint::mint;
 pub use verify::Verifier;
 
 use crate::protocol::RawJson;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Largest `leeway_secs` accepted. Larger values are almost certainly a unit mistake
@@ -144,6 +145,21 @@ pub struct ConnectionClaims {
     pub info: Option<RawJson>,
     /// `channels`: channels the node subscribes the connection to server-side at connect.
     pub channels: Vec<String>,
+    /// `subs`: more server-side subscriptions at connect, each with its own options
+    /// (Centrifugo's `subs`; set by the connect proxy's answer).
+    pub subs: HashMap<String, SubClaims>,
+    /// `meta`: JSON kept with the connection, never shown to clients; the backend proxy
+    /// sends it with the connection's later requests.
+    pub meta: Option<RawJson>,
+}
+
+/// Options of one server-side subscription in [`ConnectionClaims::subs`].
+#[derive(Clone, Debug, Default)]
+pub struct SubClaims {
+    /// `info`: the subscriber's channel info (`chan_info`).
+    pub info: Option<RawJson>,
+    /// `data`: sent to the client in that subscription's part of the connect reply.
+    pub data: Option<RawJson>,
 }
 
 /// What a valid subscription token (private channels) grants.

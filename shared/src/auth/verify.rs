@@ -114,6 +114,7 @@ impl Verifier {
             exp: claims.exp,
             info: claims.info,
             channels: claims.channels.unwrap_or_default(),
+            ..Default::default()
         })
     }
 

@@ -176,7 +176,7 @@ pub struct PresenceStatsResult {
 }
 
 /// An error reply body.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReplyError {
     /// The protocol's error code (see `ErrorCode`).
     pub code: u32,

@@ -4,7 +4,7 @@
 //! Defaults of channel options and limits are the `Default` impls in the parent module,
 //! so each lives in one place; the others are the `DEFAULT_*` constants here.
 
-use super::{Limits, NamespaceOptions, Namespaces, NodeConfig};
+use super::{Limits, NamespaceOptions, Namespaces, NodeConfig, ProxyKind, ProxyOptions};
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings};
 use herald_shared::telemetry::LogFormat;
 use std::collections::HashMap;
@@ -39,6 +39,9 @@ const ENV_ALLOW_SUBSCRIBE: &str = "HERALD_ALLOW_SUBSCRIBE";
 const ENV_ALLOW_PRESENCE: &str = "HERALD_ALLOW_PRESENCE_FOR_SUBSCRIBER";
 const ENV_ALLOW_HISTORY: &str = "HERALD_ALLOW_HISTORY_FOR_SUBSCRIBER";
 const ENV_RECOVERY: &str = "HERALD_RECOVERY";
+const ENV_PROXY_SUBSCRIBE: &str = "HERALD_PROXY_SUBSCRIBE";
+const ENV_PROXY_PUBLISH: &str = "HERALD_PROXY_PUBLISH";
+const ENV_PROXY_SUB_REFRESH: &str = "HERALD_PROXY_SUB_REFRESH";
 
 const ENV_MAX_CONNECTIONS: &str = "HERALD_MAX_CONNECTIONS";
 const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_HANDSHAKE_TIMEOUT";
@@ -106,6 +109,9 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
     let auth = auth::auth(&mut s);
     let cluster = super::cluster::cluster(&mut s);
     let drain = super::drain::drain(&mut s);
+    let proxy = super::proxy::proxy(&mut s);
+    let namespaces = Namespaces { default, named };
+    proxy_switches_need_endpoints(&mut s, &namespaces, &proxy);
     s.finish()?;
     Ok(NodeConfig {
         listen,
@@ -114,7 +120,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         auth,
         allow_anonymous,
         api_key,
-        namespaces: Namespaces { default, named },
+        namespaces,
         limits,
         ping_interval,
         pong_timeout,
@@ -123,7 +129,47 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         log_format,
         cluster,
         drain,
+        proxy,
     })
+}
+
+/// A namespace switch (`proxy_subscribe`...) without its endpoint would silently do
+/// nothing, or refuse every client: refused at start-up instead.
+fn proxy_switches_need_endpoints(s: &mut Settings<'_>, ns: &Namespaces, proxy: &ProxyOptions) {
+    let all =
+        std::iter::once(("", &ns.default)).chain(ns.named.iter().map(|(n, o)| (n.as_str(), o)));
+    let mut missing: Vec<(String, ProxyKind)> = Vec::new();
+    for (name, o) in all {
+        for (on, kind, key) in [
+            (o.proxy_subscribe, ProxyKind::Subscribe, ENV_PROXY_SUBSCRIBE),
+            (o.proxy_publish, ProxyKind::Publish, ENV_PROXY_PUBLISH),
+            (
+                o.proxy_sub_refresh,
+                ProxyKind::SubRefresh,
+                ENV_PROXY_SUB_REFRESH,
+            ),
+        ] {
+            if on && proxy.endpoint(kind).is_none() {
+                let setting = if name.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!(
+                        "namespaces.{name}.{}",
+                        key[PREFIX.len()..].to_ascii_lowercase()
+                    )
+                };
+                missing.push((setting, kind));
+            }
+        }
+    }
+    missing.sort_by(|a, b| a.0.cmp(&b.0));
+    for (setting, kind) in missing {
+        s.report(ConfigError::new(
+            setting,
+            "true",
+            format!("needs {} to be set", super::proxy::endpoint_setting(kind)),
+        ));
+    }
 }
 
 /// `HERALD_NODE_ID`, else `HOSTNAME`, else `/etc/hostname`, else `node-` + 8 hex digits.
@@ -224,6 +270,9 @@ fn namespace_options(r: &mut impl Reader, d: &NamespaceOptions) -> NamespaceOpti
         allow_presence: r.bool(ENV_ALLOW_PRESENCE, d.allow_presence),
         allow_history: r.bool(ENV_ALLOW_HISTORY, d.allow_history),
         recovery: r.bool(ENV_RECOVERY, d.recovery),
+        proxy_subscribe: r.bool(ENV_PROXY_SUBSCRIBE, d.proxy_subscribe),
+        proxy_publish: r.bool(ENV_PROXY_PUBLISH, d.proxy_publish),
+        proxy_sub_refresh: r.bool(ENV_PROXY_SUB_REFRESH, d.proxy_sub_refresh),
     }
 }
 

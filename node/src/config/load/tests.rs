@@ -125,6 +125,7 @@ fn every_setting_overridden() {
             allow_presence: false,
             allow_history: false,
             recovery: false,
+            ..Default::default()
         }
     );
     let l = &c.limits;

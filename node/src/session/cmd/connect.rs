@@ -1,41 +1,53 @@
-//! `connect` and `refresh`: who the connection is, and for how long.
+//! `connect` and `refresh`: who the connection is, and for how long; by token, or by
+//! the backend's connect and refresh proxies.
 
+use super::backend::unusable;
 use super::{to_json, Client, CmdResult, Failure};
 use crate::channel;
 use crate::channel::control::attach_server_side;
-use crate::config::NamespaceOptions;
+use crate::config::{NamespaceOptions, ProxyKind};
+use crate::conn::outbound::CloseReason;
 use crate::conn::Identity;
 use crate::metrics;
 use crate::node::Node;
+use crate::proxy::wire::{self, ProxyRequest};
 use bytes::Bytes;
-use herald_shared::auth::{now_secs, AuthError};
+use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubClaims};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
 use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, StreamPosition};
+use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, RawJson, StreamPosition};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-/// Verifies the token (or allows an anonymous connect), fixes the identity, subscribes
-/// the connection server-side to the channels of the token's `channels` claim (as
-/// Centrifugo does; recovering those the request's `subs` asks to), and queues the
-/// reply itself, before the subscriptions go live.
+/// Verifies the token (or asks the connect proxy, or allows an anonymous connect), then
+/// [`establish`]es the connection with those claims.
 pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectRequest) -> CmdResult {
     if c.conn.is_connected() {
         return Err(Failure::Close(DisconnectCode::BadRequest));
     }
-    let (user, info, exp, channels) = if req.token.is_empty() {
-        if !c.node.config.allow_anonymous {
-            metrics::connect("unauthorized");
-            return Err(Failure::Close(DisconnectCode::InvalidToken));
+    let client = uuid::Uuid::new_v4().to_string();
+    let mut by_proxy = false;
+    let (claims, data) = if req.token.is_empty() {
+        if c.proxied(ProxyKind::Connect) {
+            by_proxy = true;
+            match proxy_connect(c, &client, &req).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => anonymous(c)?,
+                Err(f) => {
+                    metrics::connect("proxy_refused");
+                    return Err(f);
+                }
+            }
+        } else {
+            anonymous(c)?
         }
-        (String::new(), None, None, Vec::new())
     } else {
         let Some(verifier) = &c.node.verifier else {
             metrics::connect("no_key");
             return Err(Failure::Close(DisconnectCode::InvalidToken));
         };
         match verifier.verify_connection(&req.token) {
-            Ok(claims) => (claims.sub, claims.info, claims.exp, claims.channels),
+            Ok(claims) => (claims, None),
             Err(AuthError::Expired) => {
                 metrics::connect("token_expired");
                 return Err(ErrorCode::TokenExpired.into());
@@ -47,22 +59,113 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
             }
         }
     };
+    establish(c, id, req, client, claims, data, by_proxy).await
+}
+
+/// A connect without a token and without the connect proxy's say.
+fn anonymous(c: &Client) -> Result<(ConnectionClaims, Option<RawJson>), Failure> {
+    if !c.node.config.allow_anonymous {
+        metrics::connect("unauthorized");
+        return Err(Failure::Close(DisconnectCode::InvalidToken));
+    }
+    Ok((ConnectionClaims::default(), None))
+}
+
+/// Asks the connect proxy. Its answer becomes the claims a token would carry (and the
+/// reply's `data`); `None`: the backend answered without a `result`, which Centrifugo
+/// reads as "no credentials" (anonymous, when allowed).
+async fn proxy_connect(
+    c: &Client,
+    client: &str,
+    req: &ConnectRequest,
+) -> Result<Option<(ConnectionClaims, Option<RawJson>)>, Failure> {
+    let kind = ProxyKind::Connect;
+    let request = ProxyRequest {
+        data: req.data.as_ref(),
+        name: &req.name,
+        version: &req.version,
+        ..ProxyRequest::new(client)
+    };
+    let Some(r) = c.ask::<wire::ConnectResult>(kind, &request).await? else {
+        return Ok(None);
+    };
+    let info = wire::pick(r.info, &r.b64info).map_err(|w| unusable(kind, w))?;
+    let data = wire::pick(r.data, &r.b64data).map_err(|w| unusable(kind, w))?;
+    let mut subs = HashMap::with_capacity(r.subs.len());
+    for (channel, o) in r.subs {
+        let sub = SubClaims {
+            info: wire::pick(o.info, &o.b64info).map_err(|w| unusable(kind, w))?,
+            data: wire::pick(o.data, &o.b64data).map_err(|w| unusable(kind, w))?,
+        };
+        subs.insert(channel, sub);
+    }
+    let claims = ConnectionClaims {
+        sub: r.user,
+        exp: wire::unix(r.expire_at),
+        info,
+        channels: r.channels,
+        subs,
+        meta: r.meta,
+    };
+    Ok(Some((claims, data)))
+}
+
+/// Fixes the identity from `claims` (a verified token's or the connect proxy's: one
+/// path for both), subscribes the connection server-side to the claims' `channels` and
+/// `subs` (as Centrifugo does; recovering those the request's `subs` asks to), and
+/// queues the reply itself, before the subscriptions go live.
+///
+/// A connection the connect proxy admitted with an `expire_at` is refreshed by the
+/// refresh proxy when that is on (server-side: the reply says it does not expire);
+/// otherwise `expire_at` works as a token's `exp`.
+async fn establish(
+    c: &mut Client,
+    id: u32,
+    req: ConnectRequest,
+    client: String,
+    claims: ConnectionClaims,
+    data: Option<RawJson>,
+    by_proxy: bool,
+) -> CmdResult {
     let node = c.node.clone();
-    let claimed = claimed_channels(&node, channels)?;
-    let client = uuid::Uuid::new_v4().to_string();
+    let ConnectionClaims {
+        sub: user,
+        exp,
+        info,
+        channels,
+        mut subs,
+        meta,
+    } = claims;
+    if by_proxy && exp.is_some_and(|e| e <= now_secs()) {
+        metrics::connect("expired");
+        return Err(Failure::Close(DisconnectCode::Expired));
+    }
+    let claimed = claimed_channels(&node, channels.into_iter().chain(subs.keys().cloned()))?;
     c.conn.set_identity(Identity {
         client: client.clone(),
         user: user.clone(),
         info,
     });
-    let ttl = exp.map(|e| e.saturating_sub(now_secs()));
-    c.conn.expires_at.store(exp.unwrap_or(0), Ordering::Relaxed);
+    let server_refresh = by_proxy && c.proxied(ProxyKind::Refresh);
+    let client_exp = if server_refresh { None } else { exp };
+    let ttl = client_exp.map(|e| e.saturating_sub(now_secs()));
+    c.conn
+        .expires_at
+        .store(client_exp.unwrap_or(0), Ordering::Relaxed);
+    if server_refresh {
+        c.backend.refresh_at = exp;
+    }
+    c.backend.meta = meta;
+    if !node.config.proxy.after_connect() {
+        // No later proxy call will send them: the connection does not keep them.
+        c.backend.headers = Vec::new();
+    }
     c.node.registry.connected(&c.conn);
     metrics::connect("ok");
     tracing::debug!(client.addr = %c.conn.remote, client = %client, user = %user, "connected");
 
     // Server-side subscriptions are answered inside the connect reply.
-    let mut subs = HashMap::new();
+    let mut replies = HashMap::new();
     let mut go_live = Vec::new();
     for (channel, ns) in claimed {
         let recover = req
@@ -73,9 +176,11 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
                 offset: sr.offset,
                 epoch: sr.epoch.clone(),
             });
-        match attach_server_side(&node, &c.conn, &channel, ns, None, recover).await {
-            Ok((result, position)) => {
-                subs.insert(channel.clone(), result);
+        let options = subs.remove(&channel).unwrap_or_default();
+        match attach_server_side(&node, &c.conn, &channel, ns, options.info, recover).await {
+            Ok((mut result, position)) => {
+                result.data = options.data;
+                replies.insert(channel.clone(), result);
                 go_live.push((channel, position));
             }
             // The session's cleanup detaches what was attached; the client reconnects.
@@ -87,8 +192,8 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
         version: env!("CARGO_PKG_VERSION").to_owned(),
         expires: ttl.is_some(),
         ttl: ttl.map(|t| t.min(u64::from(u32::MAX)) as u32).unwrap_or(0),
-        data: None,
-        subs,
+        data,
+        subs: replies,
         ping: c.node.config.ping_interval.as_secs() as u32,
         pong: true,
         node: c.node.config.node_id.clone(),
@@ -102,15 +207,51 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
     Ok(None)
 }
 
+/// Seconds a connection or subscription gets when its refresh call fails (timeout,
+/// backend down): Centrifugo's choice, so a backend outage does not end every session.
+pub(in crate::session) const RETRY_REFRESH_SECS: u64 = 60;
+
+/// The refresh proxy's turn: the connection reached its `expire_at`. Returns the close
+/// when the backend says it expired (3005) or answers a disconnect.
+pub(in crate::session) async fn refresh_by_proxy(c: &mut Client) -> Option<CloseReason> {
+    let kind = ProxyKind::Refresh;
+    let answer = {
+        let request = c.proxy_request();
+        c.ask::<wire::RefreshResult>(kind, &request).await
+    };
+    let now = now_secs();
+    match answer {
+        Ok(Some(r)) if !r.expired => {
+            if r.meta.is_some() {
+                c.backend.meta = r.meta;
+            }
+            match wire::unix(r.expire_at) {
+                None => c.backend.refresh_at = None,
+                Some(at) if at > now => c.backend.refresh_at = Some(at),
+                Some(_) => return Some(DisconnectCode::Expired.into()),
+            }
+            None
+        }
+        // Expired, or no result at all (Centrifugo reads both as expired; an `error`
+        // answer has no result either).
+        Ok(_) | Err(Failure::Reply(_)) => Some(DisconnectCode::Expired.into()),
+        Err(Failure::Disconnect(close)) => Some(close),
+        Err(_) => {
+            c.backend.refresh_at = Some(now + RETRY_REFRESH_SECS);
+            None
+        }
+    }
+}
+
 /// The claim's channels with their namespaces, each once, checked before the connection
 /// is anything: a bad name or an unknown namespace fails the connect with that error
 /// (Centrifugo answers 102 for an unknown one), more channels than a connection may
 /// hold close it 3505 (channel limit).
 fn claimed_channels(
     node: &Node,
-    channels: Vec<String>,
+    channels: impl Iterator<Item = String>,
 ) -> Result<Vec<(String, &NamespaceOptions)>, Failure> {
-    let mut claimed: Vec<(String, &NamespaceOptions)> = Vec::with_capacity(channels.len());
+    let mut claimed: Vec<(String, &NamespaceOptions)> = Vec::new();
     for channel in channels {
         if claimed.iter().any(|(have, _)| *have == channel) {
             continue;

@@ -7,16 +7,20 @@
 //! [channel operation](crate::channel), shared with the server API; what is left here
 //! is the client's side: tokens, claims, per-connection limits, reply shapes.
 
+pub(super) mod backend;
 pub(super) mod connect;
 pub(super) mod history;
 pub(super) mod presence;
 pub(super) mod publish;
+pub(super) mod rpc;
 pub(super) mod subscribe;
 
 use crate::channel::ChannelError;
+use crate::conn::outbound::CloseReason;
 use crate::conn::Conn;
 use crate::node::Node;
-use herald_shared::protocol::{DisconnectCode, ErrorCode};
+use crate::session::proxied::Backend;
+use herald_shared::protocol::{DisconnectCode, ErrorCode, ReplyError};
 use std::sync::Arc;
 
 /// The protocol state of one connection that commands work on.
@@ -25,12 +29,18 @@ pub(super) struct Client {
     pub(super) node: Arc<Node>,
     /// The connection.
     pub(super) conn: Arc<Conn>,
+    /// What the backend proxy needs of this connection (empty without a proxy).
+    pub(super) backend: Backend,
 }
 
 impl Client {
     /// The state of a fresh connection.
     pub(super) fn new(node: Arc<Node>, conn: Arc<Conn>) -> Self {
-        Client { node, conn }
+        Client {
+            node,
+            conn,
+            backend: Backend::default(),
+        }
     }
 }
 
@@ -41,6 +51,10 @@ pub(super) enum Failure {
     Error(ErrorCode),
     /// The connection ends.
     Close(DisconnectCode),
+    /// Error reply with a code and text of the backend's (proxy answers).
+    Reply(ReplyError),
+    /// The connection ends with a code and reason of the backend's (proxy answers).
+    Disconnect(CloseReason),
 }
 
 impl From<ErrorCode> for Failure {

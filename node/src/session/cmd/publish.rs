@@ -1,17 +1,56 @@
-//! `publish`: a client publishes to a channel it is subscribed to.
+//! `publish`: a client publishes to a channel it is subscribed to, or, in a namespace
+//! with `proxy_publish`, wherever the backend's publish proxy lets it (the backend may
+//! replace the data, as Centrifugo's `result.data`).
 
+use super::backend::unusable;
 use super::{Client, CmdResult, EMPTY};
+use crate::channel;
 use crate::channel::publish::{publish as publish_op, Publish};
 use crate::channel::Caller;
+use crate::config::ProxyKind;
+use crate::proxy::wire::{self, ProxyRequest};
 use herald_shared::protocol::command::PublishRequest;
+use herald_shared::protocol::ErrorCode;
 
 /// Publishes with the client's info attached; see [`crate::channel::publish`].
 pub(in crate::session) async fn publish(c: &mut Client, req: PublishRequest) -> CmdResult {
+    let ns = channel::namespace(&c.node, &req.channel)?;
+    if ns.proxy_publish && c.proxied(ProxyKind::Publish) {
+        return proxied(c, req).await;
+    }
     let p = Publish {
         data: req.data,
         ..Default::default()
     };
     publish_op(&c.node, Caller::Client(&c.conn), &req.channel, p).await?;
+    Ok(Some(EMPTY.to_vec()))
+}
+
+/// The backend decides (instead of `allow_publish` and the subscription) and may set
+/// the data, `skip_history`, `tags` and `idempotency_key`.
+async fn proxied(c: &mut Client, req: PublishRequest) -> CmdResult {
+    let kind = ProxyKind::Publish;
+    let Some(data) = req.data else {
+        return Err(ErrorCode::BadRequest.into());
+    };
+    let request = ProxyRequest {
+        channel: &req.channel,
+        data: Some(&data),
+        ..c.proxy_request()
+    };
+    let answer = c.ask::<wire::PublishResult>(kind, &request).await?;
+    let r = answer.unwrap_or_default();
+    let data = wire::pick(r.data, &r.b64data)
+        .map_err(|w| unusable(kind, w))?
+        .unwrap_or(data);
+    let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
+    let p = Publish {
+        data: Some(data),
+        skip_history: r.skip_history,
+        tags: r.tags,
+        idempotency_key: key,
+    };
+    publish_op(&c.node, Caller::Approved(&c.conn), &req.channel, p).await?;
     Ok(Some(EMPTY.to_vec()))
 }
 

@@ -1,18 +1,23 @@
 //! `subscribe`, `unsubscribe` and `sub_refresh`: the client's side of a subscription
-//! (tokens, claims, per-connection limits); attaching is a channel operation.
+//! (tokens, claims, the subscribe and sub_refresh proxies, per-connection limits);
+//! attaching is a channel operation.
 
+use super::backend::unusable;
 use super::{to_json, Client, CmdResult, Failure, EMPTY};
 use crate::channel;
 use crate::channel::subscribe::{attach, detach, AttachOptions};
-use crate::config::NamespaceOptions;
+use crate::config::{NamespaceOptions, ProxyKind};
+use crate::conn::outbound::CloseReason;
 use crate::conn::ChannelState;
+use crate::proxy::wire::{self, ProxyRequest};
 use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError};
+use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
 };
-use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ErrorCode, StreamPosition, SubscribeResult};
+use herald_shared::protocol::reply::{encode_reply, encode_unsubscribe_push, RefreshResult};
+use herald_shared::protocol::{ErrorCode, RawJson, StreamPosition, SubscribeResult};
 
 /// Subscribes and queues the reply itself, then lets the subscription go live (the
 /// publications held back meanwhile follow the reply).
@@ -41,7 +46,15 @@ async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResu
     if c.conn.num_channels() >= node.config.limits.max_channels_per_connection {
         return Err(ErrorCode::LimitExceeded.into());
     }
-    let state = authorize(c, &req, ns)?;
+    let proxied = req.token.is_empty()
+        && !req.channel.starts_with('$')
+        && ns.proxy_subscribe
+        && c.proxied(ProxyKind::Subscribe);
+    let (state, data, refresh_at) = if proxied {
+        proxy_subscribe(c, &req, ns).await?
+    } else {
+        (authorize(c, &req, ns)?, None, None)
+    };
     let recover = (req.recover && ns.recovery).then(|| StreamPosition {
         offset: req.offset,
         epoch: req.epoch.clone(),
@@ -51,9 +64,93 @@ async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResu
         recover,
         reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
     };
-    attach(&node, &c.conn, &req.channel, ns, state, options)
+    let (mut result, up_to) = attach(&node, &c.conn, &req.channel, ns, state, options)
         .await
-        .map_err(Failure::Error)
+        .map_err(Failure::Error)?;
+    result.data = data;
+    if let Some(at) = refresh_at {
+        c.backend.sub_refresh_at.insert(req.channel.clone(), at);
+    }
+    Ok((result, up_to))
+}
+
+/// Asks the subscribe proxy. Returns the subscription's state (`info` as `chan_info`),
+/// the reply's `data`, and when the sub_refresh proxy is to be asked. An `expire_at`
+/// without the sub_refresh proxy works as a subscription token's `exp`.
+async fn proxy_subscribe(
+    c: &Client,
+    req: &SubscribeRequest,
+    ns: &NamespaceOptions,
+) -> Result<(ChannelState, Option<RawJson>, Option<u64>), Failure> {
+    let kind = ProxyKind::Subscribe;
+    let request = ProxyRequest {
+        channel: &req.channel,
+        data: req.data.as_ref(),
+        ..c.proxy_request()
+    };
+    let r = c
+        .ask::<wire::SubscribeResult>(kind, &request)
+        .await?
+        .unwrap_or_default();
+    let chan_info = wire::pick(r.info, &r.b64info).map_err(|w| unusable(kind, w))?;
+    let data = wire::pick(r.data, &r.b64data).map_err(|w| unusable(kind, w))?;
+    let exp = wire::unix(r.expire_at);
+    if exp.is_some_and(|e| e <= now_secs()) {
+        return Err(ErrorCode::Expired.into());
+    }
+    let by_backend = ns.proxy_sub_refresh && c.proxied(ProxyKind::SubRefresh);
+    let state = ChannelState {
+        chan_info,
+        expires_at: if by_backend { 0 } else { exp.unwrap_or(0) },
+    };
+    Ok((state, data, exp.filter(|_| by_backend)))
+}
+
+/// The sub_refresh proxy's turn: a proxied subscription reached its `expire_at`. The
+/// backend extends it, or it ends with an unsubscribe push (2501, the SDK subscribes
+/// again, asking the subscribe proxy); a disconnect answer closes the connection.
+pub(in crate::session) async fn sub_refresh_by_proxy(
+    c: &mut Client,
+    channel: &str,
+) -> Option<CloseReason> {
+    c.backend.sub_refresh_at.remove(channel);
+    if !c.conn.is_subscribed(channel) {
+        return None;
+    }
+    let kind = ProxyKind::SubRefresh;
+    let answer = {
+        let request = ProxyRequest {
+            channel,
+            ..c.proxy_request()
+        };
+        c.ask::<wire::SubRefreshResult>(kind, &request).await
+    };
+    let now = now_secs();
+    let extend_to = match answer {
+        Ok(Some(r)) if !r.expired => match wire::unix(r.expire_at) {
+            None => return None,
+            Some(at) if at > now => Some(at),
+            Some(_) => None,
+        },
+        Ok(_) | Err(Failure::Reply(_)) => None,
+        Err(Failure::Disconnect(close)) => return Some(close),
+        Err(_) => Some(now + super::connect::RETRY_REFRESH_SECS),
+    };
+    match extend_to {
+        Some(at) => {
+            c.backend.sub_refresh_at.insert(channel.to_owned(), at);
+        }
+        None => {
+            if detach(&c.node, &c.conn, channel).await {
+                c.conn.out.push(encode_unsubscribe_push(
+                    channel,
+                    unsubscribe::EXPIRED,
+                    "subscription expired",
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Whether this connection may subscribe: a subscription token for it, or a namespace
@@ -97,6 +194,7 @@ fn authorize(
 
 /// Leaves a channel; not being subscribed is no error.
 pub(in crate::session) async fn unsubscribe(c: &mut Client, req: ChannelRequest) -> CmdResult {
+    c.backend.sub_refresh_at.remove(&req.channel);
     detach(&c.node, &c.conn, &req.channel).await;
     Ok(Some(EMPTY.to_vec()))
 }

@@ -1,0 +1,3 @@
+module herald/proxybackend
+
+go 1.22
