@@ -149,6 +149,58 @@ pub struct NamespaceOptions {
     /// `HERALD_RECOVERY`: subscribers may recover missed publications (needs history).
     /// Default true.
     pub recovery: bool,
+    /// `HERALD_FORCE_RECOVERY_MODE` (`stream` or `cache`): what a recovering subscriber
+    /// gets. `stream`: every missed publication; `cache`: only the channel's latest
+    /// publication (state-like channels). Default `stream`.
+    pub force_recovery_mode: RecoveryMode,
+    /// `HERALD_ALLOWED_DELTA_TYPES` (list; only `fossil` exists): subscribers asking for
+    /// `delta: "fossil"` get publications as fossil deltas against the previous one.
+    /// Default empty (no delta).
+    pub allowed_delta_types: Vec<DeltaType>,
+    /// `HERALD_DELTA_PUBLISH`: every publication of the namespace is published in delta
+    /// mode (as the server API's `delta: true`). Default false.
+    pub delta_publish: bool,
+    /// `HERALD_ALLOW_TAGS_FILTER`: subscribers may narrow their subscription with a
+    /// `tags_filter` (`tf` on the wire). Default false.
+    pub allow_tags_filter: bool,
+}
+
+/// What a recovering subscriber gets (`force_recovery_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Every publication missed since its position (never a partial set).
+    #[default]
+    Stream,
+    /// Only the channel's latest publication, with `recovered: true`.
+    Cache,
+}
+
+impl std::str::FromStr for RecoveryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stream" => Ok(RecoveryMode::Stream),
+            "cache" => Ok(RecoveryMode::Cache),
+            _ => Err("expected stream or cache".into()),
+        }
+    }
+}
+
+/// A delta encoding of publication data (`allowed_delta_types`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaType {
+    /// Fossil's delta format, as Centrifugo and its SDKs use it.
+    Fossil,
+}
+
+impl std::str::FromStr for DeltaType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fossil" => Ok(DeltaType::Fossil),
+            _ => Err("expected fossil (the only delta type)".into()),
+        }
+    }
 }
 
 impl Default for NamespaceOptions {
@@ -164,6 +216,10 @@ impl Default for NamespaceOptions {
             allow_presence: true,
             allow_history: true,
             recovery: true,
+            force_recovery_mode: RecoveryMode::Stream,
+            allowed_delta_types: Vec::new(),
+            delta_publish: false,
+            allow_tags_filter: false,
         }
     }
 }
@@ -172,6 +228,11 @@ impl NamespaceOptions {
     /// Whether channels of this namespace keep history (and so carry offsets).
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// Whether subscribers may ask for fossil deltas.
+    pub fn allows_fossil(&self) -> bool {
+        self.allowed_delta_types.contains(&DeltaType::Fossil)
     }
 }
 

@@ -39,6 +39,10 @@ const ENV_ALLOW_SUBSCRIBE: &str = "HERALD_ALLOW_SUBSCRIBE";
 const ENV_ALLOW_PRESENCE: &str = "HERALD_ALLOW_PRESENCE_FOR_SUBSCRIBER";
 const ENV_ALLOW_HISTORY: &str = "HERALD_ALLOW_HISTORY_FOR_SUBSCRIBER";
 const ENV_RECOVERY: &str = "HERALD_RECOVERY";
+const ENV_FORCE_RECOVERY_MODE: &str = "HERALD_FORCE_RECOVERY_MODE";
+const ENV_ALLOWED_DELTA_TYPES: &str = "HERALD_ALLOWED_DELTA_TYPES";
+const ENV_DELTA_PUBLISH: &str = "HERALD_DELTA_PUBLISH";
+const ENV_ALLOW_TAGS_FILTER: &str = "HERALD_ALLOW_TAGS_FILTER";
 
 const ENV_MAX_CONNECTIONS: &str = "HERALD_MAX_CONNECTIONS";
 const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_HANDSHAKE_TIMEOUT";
@@ -224,6 +228,14 @@ fn namespace_options(r: &mut impl Reader, d: &NamespaceOptions) -> NamespaceOpti
         allow_presence: r.bool(ENV_ALLOW_PRESENCE, d.allow_presence),
         allow_history: r.bool(ENV_ALLOW_HISTORY, d.allow_history),
         recovery: r.bool(ENV_RECOVERY, d.recovery),
+        force_recovery_mode: r.parse(ENV_FORCE_RECOVERY_MODE, d.force_recovery_mode),
+        allowed_delta_types: match r.raw(ENV_ALLOWED_DELTA_TYPES) {
+            // Unset: inherited; set (even to nothing): exactly what it says.
+            None => d.allowed_delta_types.clone(),
+            Some(_) => r.list_with(ENV_ALLOWED_DELTA_TYPES, str::parse),
+        },
+        delta_publish: r.bool(ENV_DELTA_PUBLISH, d.delta_publish),
+        allow_tags_filter: r.bool(ENV_ALLOW_TAGS_FILTER, d.allow_tags_filter),
     }
 }
 
