@@ -97,7 +97,12 @@ impl Api {
     }
 
     /// Publishes `data` (JSON) to `channel`; returns the new offset (0 without history).
-    pub async fn publish(&mut self, channel: &str, data: &[u8]) -> anyhow::Result<u64> {
+    pub async fn publish(
+        &mut self,
+        channel: &str,
+        data: &[u8],
+        delta: bool,
+    ) -> anyhow::Result<u64> {
         if let ApiAuth::Pusher(app) = &self.auth {
             let body = crate::pusher::events_body(channel, data);
             let unix = crate::protocol::now_micros() / 1_000_000;
@@ -109,6 +114,9 @@ impl Api {
         serde_json::to_writer(&mut body, channel)?;
         body.extend_from_slice(b",\"data\":");
         body.extend_from_slice(data);
+        if delta {
+            body.extend_from_slice(b",\"delta\":true");
+        }
         body.push(b'}');
         Ok(self.call("/api/publish", &body).await?.offset)
     }

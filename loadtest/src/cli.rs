@@ -242,6 +242,12 @@ pub struct FanoutArgs {
     /// Channel name (a run id is appended).
     #[arg(long, default_value = "fanout")]
     pub channel: String,
+    /// Delta compression: subscribers ask for fossil deltas (`delta: "fossil"`) and
+    /// decode them, the server API publishes with `delta: true`. The nodes' namespace
+    /// must allow it (`--node-env HERALD_ALLOWED_DELTA_TYPES=fossil` with --local).
+    /// The report's `wire_bytes_per_delivery` shows what it saves.
+    #[arg(long)]
+    pub delta: bool,
 }
 
 /// `rooms`.

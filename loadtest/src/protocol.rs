@@ -77,6 +77,9 @@ pub struct Pub<'a> {
     /// Position in the channel's stream (0 without history).
     #[serde(default)]
     pub offset: u64,
+    /// Delta mode: `data` is a fossil delta (a JSON string) against the previous one.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// Body of a `disconnect` push.
@@ -162,9 +165,18 @@ pub fn encode_connect(out: &mut Vec<u8>, id: u32, token: &str) {
 }
 
 /// Appends a `subscribe`, asking to recover from `(epoch, offset)` when given.
-pub fn encode_subscribe(out: &mut Vec<u8>, id: u32, channel: &str, recover: Option<(&str, u64)>) {
+pub fn encode_subscribe(
+    out: &mut Vec<u8>,
+    id: u32,
+    channel: &str,
+    recover: Option<(&str, u64)>,
+    delta: bool,
+) {
     let _ = write!(out, "{{\"id\":{id},\"subscribe\":{{\"channel\":");
     let _ = serde_json::to_writer(&mut *out, channel);
+    if delta {
+        out.extend_from_slice(b",\"delta\":\"fossil\"");
+    }
     if let Some((epoch, offset)) = recover {
         out.extend_from_slice(b",\"recover\":true,\"epoch\":");
         let _ = serde_json::to_writer(&mut *out, epoch);

@@ -45,6 +45,8 @@ pub struct PublishJob {
     pub publishers: usize,
     /// How long to publish.
     pub duration: Duration,
+    /// Publish with `delta: true`.
+    pub delta: bool,
 }
 
 /// Publishes for `job.duration` and returns; counts go to `stats`.
@@ -125,7 +127,7 @@ async fn one(
             seq,
         };
         encode_payload(&mut data, stamp, job.payload);
-        match api.publish(&job.channel, &data).await {
+        match api.publish(&job.channel, &data, job.delta).await {
             Ok(_) => {
                 if let Some(last) = stats.last_seq.get(index) {
                     last.store(seq, Ordering::Relaxed);

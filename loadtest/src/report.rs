@@ -21,6 +21,7 @@ pub const METRICS: &[&str] = &[
     "publish_errors",
     "deliveries",
     "deliveries_per_sec",
+    "wire_bytes_per_delivery",
     "p50_ms",
     "p90_ms",
     "p99_ms",
@@ -157,6 +158,13 @@ impl Report {
                 m("deliveries_per_sec").unwrap_or(0.0)
             ),
         );
+        if let Some(b) = m("wire_bytes_per_delivery") {
+            row(
+                &mut s,
+                "wire bytes",
+                format!("{b:.0} per delivered publication (push JSON, before framing)"),
+            );
+        }
         let l = &self.latency;
         row(
             &mut s,

@@ -69,7 +69,7 @@ fn commands_are_what_the_node_expects() {
         br#"{"id":1,"connect":{"token":"tok","name":"herald-loadtest"}}"#
     );
     out.clear();
-    encode_subscribe(&mut out, 2, "room-1", Some(("ep", 42)));
+    encode_subscribe(&mut out, 2, "room-1", Some(("ep", 42)), false);
     assert_eq!(
         out,
         br#"{"id":2,"subscribe":{"channel":"room-1","recover":true,"epoch":"ep","offset":42}}"#
@@ -119,6 +119,8 @@ fn node_push(channel: &str, data: &str, offset: u64, info: Option<ClientInfo>) -
         info,
         offset,
         tags: BTreeMap::new(),
+        delta: false,
+        delta_publish: false,
     };
     encode_pub_push(channel, &publication).to_vec()
 }

@@ -12,7 +12,7 @@ use crate::node::Node;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{DisconnectCode, Publication};
 use std::sync::{Arc, Weak};
 
 /// The node's side of its broker.
@@ -32,8 +32,8 @@ impl NodeEvents {
 }
 
 impl BrokerEvents for NodeEvents {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.hub.publish(channel, offset, message);
+    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes) {
+        self.hub.publish(channel, publication, message);
     }
 
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {

@@ -12,15 +12,15 @@ use crate::node::Node;
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{DisconnectCode, Publication};
 use std::sync::Arc;
 
 /// Deliveries to the hub, nothing else.
 pub(crate) struct ToHub(pub(crate) Arc<Hub>);
 
 impl BrokerEvents for ToHub {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.0.publish(channel, offset, message);
+    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes) {
+        self.0.publish(channel, publication, message);
     }
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
         self.0.join_leave(channel, message, force);

@@ -168,8 +168,12 @@ pub enum Envelope {
     },
     /// Someone left because their node is draining: they will likely rejoin on another
     /// node at once, so receivers hold this leave back for a grace and drop it (and
-    /// the rejoin's join) if they do. Last variant: older nodes reject it cleanly.
+    /// the rejoin's join) if they do. Older nodes reject it cleanly.
     LeaveMoving(WireClientInfo),
+    /// A publication published in delta mode (server API `delta`, namespace
+    /// `delta_publish`): receivers may send it to delta subscribers as a fossil delta.
+    /// Last variant: older nodes reject it cleanly.
+    DeltaPublication(WirePublication),
 }
 
 /// Encodes an envelope with the version byte.
@@ -227,12 +231,18 @@ impl WireClientInfo {
 }
 
 /// Encodes a publication (its offset is not carried: the stream assigns it).
+/// A publication in delta mode travels as [`Envelope::DeltaPublication`].
 pub fn encode_publication(p: &Publication) -> Vec<u8> {
-    encode(&Envelope::Publication(WirePublication {
+    let w = WirePublication {
         data: p.data.as_str().to_owned(),
         info: p.info.as_ref().map(WireClientInfo::from_info),
         tags: p.tags.clone(),
-    }))
+    };
+    encode(&if p.delta_publish {
+        Envelope::DeltaPublication(w)
+    } else {
+        Envelope::Publication(w)
+    })
 }
 
 /// Decodes what arrives on a channel subject: an envelope from a node, or plain JSON
@@ -240,15 +250,19 @@ pub fn encode_publication(p: &Publication) -> Vec<u8> {
 pub fn decode_publication(bytes: &[u8]) -> Result<Publication, CodecError> {
     let first = *bytes.first().ok_or(CodecError::Empty)?;
     if first < 0x09 {
-        return match decode(bytes)? {
-            Envelope::Publication(w) => Ok(Publication {
-                data: RawJson::parse(&w.data).map_err(|_| CodecError::InvalidJson("data"))?,
-                info: w.info.as_ref().map(WireClientInfo::to_info).transpose()?,
-                offset: 0,
-                tags: w.tags,
-            }),
-            _ => Err(CodecError::NotPublication),
+        let (w, delta_publish) = match decode(bytes)? {
+            Envelope::Publication(w) => (w, false),
+            Envelope::DeltaPublication(w) => (w, true),
+            _ => return Err(CodecError::NotPublication),
         };
+        return Ok(Publication {
+            data: RawJson::parse(&w.data).map_err(|_| CodecError::InvalidJson("data"))?,
+            info: w.info.as_ref().map(WireClientInfo::to_info).transpose()?,
+            offset: 0,
+            tags: w.tags,
+            delta: false,
+            delta_publish,
+        });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidJson("data"))?;
     Ok(Publication {
@@ -256,6 +270,8 @@ pub fn decode_publication(bytes: &[u8]) -> Result<Publication, CodecError> {
         info: None,
         offset: 0,
         tags: BTreeMap::new(),
+        delta: false,
+        delta_publish: false,
     })
 }
 
@@ -347,8 +363,21 @@ mod tests {
             }),
             offset: 9,
             tags: BTreeMap::new(),
+            delta: false,
+            delta_publish: false,
         };
         let back = decode_publication(&encode_publication(&p)).unwrap();
+        assert!(!back.delta_publish);
+        let delta = Publication {
+            delta_publish: true,
+            ..p.clone()
+        };
+        let bytes = encode_publication(&delta);
+        assert!(matches!(decode(&bytes), Ok(Envelope::DeltaPublication(_))));
+        assert!(
+            decode_publication(&bytes).unwrap().delta_publish,
+            "travels between nodes"
+        );
         assert_eq!(back.data, p.data);
         assert_eq!(back.info, p.info);
         assert_eq!(back.offset, 0, "offsets travel outside the envelope");

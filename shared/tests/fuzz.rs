@@ -423,7 +423,12 @@ fn random_info(rng: &mut Rng) -> WireClientInfo {
 
 fn random_envelope(rng: &mut Rng) -> Envelope {
     let opt = |rng: &mut Rng| rng.chance(2).then(|| random_string(rng));
-    match rng.below(10) {
+    match rng.below(11) {
+        10 => Envelope::DeltaPublication(WirePublication {
+            data: random_json(rng),
+            info: None,
+            tags: Default::default(),
+        }),
         0 => Envelope::Publication(WirePublication {
             data: random_json(rng),
             info: rng.chance(2).then(|| random_info(rng)),

@@ -78,12 +78,16 @@ impl Client {
                 continue;
             }
             if let Some(p) = protocol::fast_pub(line) {
+                batch.pub_bytes += line.len() as u64;
                 self.on_publication(p.channel, p.offset, Some(p.stamp), batch, &mut now);
                 continue;
             }
             let Ok(msg) = protocol::decode(line) else {
                 return Err(());
             };
+            if msg.push.as_ref().is_some_and(|p| p.publication.is_some()) {
+                batch.pub_bytes += line.len() as u64;
+            }
             self.handle_message(msg, phase, started, batch, &mut now)?;
         }
         Ok(())
@@ -120,7 +124,13 @@ impl Client {
     ) -> Result<(), ()> {
         if let Some(push) = msg.push {
             if let Some(p) = push.publication {
-                let stamp = protocol::read_stamp(p.data.get().as_bytes());
+                let stamp = if self.ctx.spec.delta {
+                    let sub = self.subs.iter_mut().find(|s| s.channel == push.channel);
+                    let Some(sub) = sub else { return Ok(()) };
+                    decode_delta(&mut sub.base, &p)?
+                } else {
+                    protocol::read_stamp(p.data.get().as_bytes())
+                };
                 self.on_publication(&push.channel, p.offset, stamp, batch, now);
             }
             // A `disconnect` push is followed by the close frame, which ends the session;
@@ -155,7 +165,11 @@ impl Client {
                     // Recovered publications count as deliveries but stay out of the
                     // latency histogram: their delay is the outage (reconnect time).
                     for p in &reply.publications {
-                        let stamp = protocol::read_stamp(p.data.get().as_bytes());
+                        let stamp = if self.ctx.spec.delta {
+                            decode_delta(&mut sub.base, p)?
+                        } else {
+                            protocol::read_stamp(p.data.get().as_bytes())
+                        };
                         let id = stamp.map(|s| (s.publisher, s.seq));
                         batch.delta.add(sub.tracker.on_publication(p.offset, id));
                         batch.deliveries += 1;
@@ -202,7 +216,13 @@ impl Client {
                 None
             };
             sub.recovering = from.is_some();
-            protocol::encode_subscribe(&mut out, CONNECT_ID + 1 + i as u32, &sub.channel, from);
+            let delta = self.ctx.spec.delta;
+            if delta {
+                // A new subscription starts from a full payload.
+                sub.base.clear();
+            }
+            let id = CONNECT_ID + 1 + i as u32;
+            protocol::encode_subscribe(&mut out, id, &sub.channel, from, delta);
         }
         self.out = out;
         *phase = Phase::Subscribing(self.subs.len());
@@ -255,6 +275,7 @@ impl Client {
     pub(super) fn flush_batch(&mut self, b: &mut Batch) {
         let c = &self.ctx.counters;
         AtomicCounters::add(&c.deliveries, b.deliveries);
+        AtomicCounters::add(&c.pub_bytes, b.pub_bytes);
         AtomicCounters::add(&c.lost, b.delta.lost);
         AtomicCounters::add(&c.duplicates, b.delta.duplicates);
         AtomicCounters::add(&c.gaps, b.delta.gaps);
@@ -282,4 +303,20 @@ impl Client {
             }
         }
     }
+}
+
+/// A publication of a delta-mode subscription: `data` is a JSON string, the payload's
+/// text in full or a fossil delta against `base`. Updates `base` and reads the stamp;
+/// `Err` when a delta does not apply (the session ends, as an SDK would fail it).
+fn decode_delta(base: &mut Vec<u8>, p: &protocol::Pub<'_>) -> Result<Option<protocol::Stamp>, ()> {
+    let text: String = serde_json::from_str(p.data.get()).map_err(|_| ())?;
+    let payload = if p.delta {
+        let source = std::str::from_utf8(base).map_err(|_| ())?;
+        herald_shared::protocol::delta::apply(source, &text).ok_or(())?
+    } else {
+        text
+    };
+    let stamp = protocol::read_stamp(payload.as_bytes());
+    *base = payload.into_bytes();
+    Ok(stamp)
 }

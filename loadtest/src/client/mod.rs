@@ -39,6 +39,8 @@ struct Sub {
     tracker: StreamTracker,
     /// The subscribe in flight asked for recovery.
     recovering: bool,
+    /// Delta mode: the last payload's JSON text, the base of the next delta.
+    base: Vec<u8>,
 }
 
 /// Where a session stands.
@@ -67,6 +69,8 @@ enum Ended {
 struct Batch {
     /// Publications received.
     deliveries: u64,
+    /// Bytes of their pushes.
+    pub_bytes: u64,
     /// Stream integrity changes.
     delta: Delta,
     /// Pings answered.
@@ -125,6 +129,7 @@ impl Client {
                 channel,
                 tracker: StreamTracker::default(),
                 recovering: false,
+                base: Vec::new(),
             })
             .collect();
         let token = ctx.token_for(index);

@@ -30,6 +30,8 @@ pub struct ApiPublish {
     pub payload: usize,
     /// Concurrent API connections.
     pub publishers: usize,
+    /// Publish in delta mode, and subscribe in it.
+    pub delta: bool,
 }
 
 /// A failure injected during the measured phase (local clusters only).
@@ -103,7 +105,7 @@ fn fanout_plan(name: &'static str, a: &FanoutArgs) -> Plan {
         name,
         params: json!({
             "subscribers": a.subscribers, "rate": a.rate, "payload": a.payload,
-            "publishers": a.publishers, "channel": channel,
+            "publishers": a.publishers, "channel": channel, "delta": a.delta,
         }),
         clients: a.subscribers,
         layout: Layout {
@@ -117,6 +119,7 @@ fn fanout_plan(name: &'static str, a: &FanoutArgs) -> Plan {
             rate: a.rate,
             payload: a.payload,
             publishers: a.publishers,
+            delta: a.delta,
         }),
         reconnect: false,
         connect_rate: a.common.connect_rate,

@@ -89,6 +89,7 @@ fn start_shards(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<V
             publish: plan.client_publish.clone(),
             sticky_query: setup.sticky_query.clone(),
             protocol: common.protocol,
+            delta: plan.api_publish.as_ref().is_some_and(|p| p.delta),
         };
         first += count;
         handles.push(if in_process {
@@ -283,6 +284,7 @@ async fn drive(common: &Common, plan: &Plan, setup: &Setup) -> anyhow::Result<Re
             payload: p.payload,
             publishers: p.publishers,
             duration: common.duration,
+            delta: p.delta,
         };
         tokio::spawn(publisher::run(job, d.stats.clone()))
     });

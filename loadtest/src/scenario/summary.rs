@@ -96,6 +96,10 @@ pub fn build_report(
     );
     put("deliveries", deliveries as f64);
     put("deliveries_per_sec", deliveries as f64 / window);
+    if deliveries > 0 {
+        let bytes = p.c1.pub_bytes.saturating_sub(p.c0.pub_bytes);
+        put("wire_bytes_per_delivery", bytes as f64 / deliveries as f64);
+    }
     put("p50_ms", latency.p50_ms);
     put("p90_ms", latency.p90_ms);
     put("p99_ms", latency.p99_ms);

@@ -81,6 +81,9 @@ pub struct ShardSpec {
     /// The client protocol.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Subscribe in fossil delta mode and decode the deltas.
+    #[serde(default)]
+    pub delta: bool,
 }
 
 /// For each channel, `(publisher, last sequence number published)` of its publishers:

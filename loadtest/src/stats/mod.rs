@@ -63,6 +63,9 @@ counters! {
     sub_failed,
     /// Publications received by subscribers (one per subscriber and publication).
     deliveries,
+    /// Bytes of the publication pushes received (their JSON lines, before WebSocket
+    /// framing): with `deliveries`, the bytes on the wire per delivered publication.
+    pub_bytes,
     /// `publish` commands sent by clients (the rooms scenario).
     client_publishes,
     /// Error replies to clients' `publish` commands.

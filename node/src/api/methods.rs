@@ -25,6 +25,9 @@ pub(super) struct PublishReq {
     idempotency_key: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// Publish in delta mode (Centrifugo's `delta`; `delta_publish` also accepted).
+    #[serde(default, alias = "delta_publish")]
+    delta: bool,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,9 @@ pub(super) struct BroadcastReq {
     skip_history: bool,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// Publish in delta mode (Centrifugo's `delta`; `delta_publish` also accepted).
+    #[serde(default, alias = "delta_publish")]
+    delta: bool,
 }
 
 fn payload(data: Option<RawJson>, b64data: Option<String>) -> Result<RawJson, ApiError> {
@@ -57,12 +63,14 @@ async fn publish_one(
     skip_history: bool,
     tags: BTreeMap<String, String>,
     idempotency_key: Option<&str>,
+    delta: bool,
 ) -> Result<StreamPosition, ApiError> {
     let p = channel::publish::Publish {
         data: Some(data),
         skip_history,
         tags,
         idempotency_key,
+        delta,
     };
     Ok(channel::publish::publish(node, Caller::Server, channel, p).await?)
 }
@@ -97,7 +105,7 @@ fn position_json(p: &StreamPosition) -> Value {
 pub(super) async fn publish(node: &Node, r: PublishReq) -> Result<Value, ApiError> {
     let data = payload(r.data, r.b64data)?;
     let key = idempotency_key(r.idempotency_key.as_deref())?;
-    let pos = publish_one(node, &r.channel, data, r.skip_history, r.tags, key).await?;
+    let pos = publish_one(node, &r.channel, data, r.skip_history, r.tags, key, r.delta).await?;
     Ok(position_json(&pos))
 }
 
@@ -117,6 +125,7 @@ pub(super) async fn broadcast(node: &Node, r: BroadcastReq) -> Result<Value, Api
             r.skip_history,
             r.tags.clone(),
             key,
+            r.delta,
         )
         .await;
         responses.push(match one {

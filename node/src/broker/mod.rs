@@ -166,9 +166,9 @@ pub enum JoinLeave {
 /// [`Broker::start`]; the node's implementation forwards deliveries to its hub and
 /// actions to the channel operations.
 pub trait BrokerEvents: Send + Sync + 'static {
-    /// An encoded publication push for `channel` with its offset (0: none), for the
-    /// local subscribers. Called in offset order per channel.
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes);
+    /// A publication for `channel` (its offset set, 0: none) with its push encoded
+    /// once, for the local subscribers. Called in offset order per channel.
+    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes);
     /// An encoded join or leave push for the local subscribers that asked for them
     /// (`force`: for all of them).
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool);

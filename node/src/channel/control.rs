@@ -115,7 +115,7 @@ pub async fn attach_server_side(
     let options = AttachOptions {
         join_leave: false,
         recover: recover.filter(|_| ns.recovery),
-        reject_unrecovered: false,
+        ..Default::default()
     };
     attach(node, conn, channel, ns, state, options).await
 }

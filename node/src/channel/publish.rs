@@ -18,6 +18,9 @@ pub struct Publish<'a> {
     pub tags: BTreeMap<String, String>,
     /// Publish once per key within the broker's idempotency window.
     pub idempotency_key: Option<&'a str>,
+    /// Publish in delta mode (also on for every publication of a namespace with
+    /// `delta_publish`): delta subscribers may get it as a fossil delta.
+    pub delta: bool,
 }
 
 /// Publishes to `channel`. A client must be subscribed to it in a namespace with
@@ -46,6 +49,8 @@ pub async fn publish(
             info,
             offset: 0,
             tags: p.tags,
+            delta: false,
+            delta_publish: p.delta || ns.delta_publish,
         },
         skip_history: p.skip_history,
         idempotency_key: p.idempotency_key,
@@ -127,7 +132,7 @@ mod tests {
         let conn = testing::conn(&node, "alice");
         testing::subscribed(&conn, "room");
         node.hub
-            .add("room", conn.id, conn.out.clone(), false, false);
+            .add("room", conn.id, conn.out.clone(), Default::default(), false);
         let p = Publish {
             data: data(),
             ..Default::default()

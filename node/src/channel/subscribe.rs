@@ -2,12 +2,16 @@
 //! presence, join and leave. Who may subscribe is the caller's question (the session
 //! checks tokens and claims; the server API is trusted).
 
-use crate::broker::{HistoryQuery, JoinLeave, Scope};
-use crate::config::NamespaceOptions;
+use crate::broker::{BrokerError, HistoryQuery, JoinLeave, Recovery, Scope};
+use crate::config::{NamespaceOptions, RecoveryMode};
 use crate::conn::{ChannelState, Conn};
+use crate::hub::frames::full_form;
+use crate::hub::Delivery;
 use crate::node::Node;
 use herald_shared::auth::now_secs;
+use herald_shared::protocol::filter::FilterNode;
 use herald_shared::protocol::{ErrorCode, StreamPosition, SubscribeResult};
+use std::sync::Arc;
 
 /// How a subscription is attached.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +22,10 @@ pub struct AttachOptions {
     pub recover: Option<StreamPosition>,
     /// Answer error 112 instead of `recovered: false`.
     pub reject_unrecovered: bool,
+    /// Delta mode (fossil), already checked against the namespace.
+    pub delta: bool,
+    /// Tags filter, already validated and allowed.
+    pub filter: Option<Arc<FilterNode>>,
 }
 
 /// Subscribes a connection to a channel it is allowed on: registers it in the hub as
@@ -32,13 +40,13 @@ pub async fn attach(
     state: ChannelState,
     options: AttachOptions,
 ) -> Result<(SubscribeResult, u64), ErrorCode> {
-    node.hub.add(
-        channel,
-        conn.id,
-        conn.out.clone(),
-        options.join_leave && ns.join_leave,
-        true,
-    );
+    let delivery = Delivery {
+        join_leave: options.join_leave && ns.join_leave,
+        delta: options.delta,
+        filter: options.filter.clone(),
+    };
+    node.hub
+        .add(channel, conn.id, conn.out.clone(), delivery, true);
     // Every subscriber waits for the broker: the first one starts live delivery, the
     // others must not read history before it is in place.
     if let Err(e) = node.broker.subscribe(channel).await {
@@ -51,9 +59,7 @@ pub async fn attach(
     let mut delivered_up_to = 0;
     if ns.has_history() {
         let read = match &options.recover {
-            Some(since) => node
-                .broker
-                .recover(Scope { channel, ns }, since)
+            Some(since) => recover(node, Scope { channel, ns }, since)
                 .await
                 .map(|r| (r.position, r.publications, Some(r.recovered)))
                 .map_err(|e| ("recovery read failed", e)),
@@ -88,6 +94,16 @@ pub async fn attach(
             if recovered {
                 result.recovered = true;
                 result.publications = publications;
+                if let Some(filter) = &options.filter {
+                    result.publications.retain(|p| filter.matches(&p.tags));
+                }
+                if options.delta {
+                    // Delta mode: every payload a JSON string; these in full, so the
+                    // first live one after recovery is full too (see the hub).
+                    for p in result.publications.iter_mut() {
+                        *p = full_form(p);
+                    }
+                }
             } else if options.reject_unrecovered {
                 detach_hub(node, conn, channel).await;
                 return Err(ErrorCode::UnrecoverablePosition);
@@ -95,6 +111,7 @@ pub async fn attach(
             // Not recoverable: no publications at all, never a partial set.
         }
     }
+    result.delta = options.delta;
     if state.expires_at != 0 {
         result.expires = true;
         result.ttl = state.expires_at.saturating_sub(now_secs()) as u32;
@@ -118,6 +135,43 @@ pub async fn attach(
         }
     }
     Ok((result, delivered_up_to))
+}
+
+/// What a recovering subscriber gets, by the namespace's `force_recovery_mode`.
+///
+/// Cache mode (as the centrifuge library's `RecoveryModeCache`): only the channel's
+/// latest publication, with `recovered: true`, whatever the client's position or
+/// epoch, unless the client already has it (same epoch and offset: nothing, still
+/// recovered). A channel whose history is empty (or expired) recovers only a client
+/// that is already at its position.
+async fn recover(
+    node: &Node,
+    scope: Scope<'_>,
+    since: &StreamPosition,
+) -> Result<Recovery, BrokerError> {
+    if scope.ns.force_recovery_mode == RecoveryMode::Stream {
+        return node.broker.recover(scope, since).await;
+    }
+    let query = HistoryQuery {
+        limit: Some(1),
+        reverse: true,
+        establish_position: true,
+        ..Default::default()
+    };
+    let h = node.broker.history(scope, &query).await?;
+    let position = h.position();
+    let same = since.offset > 0 && since.offset == position.offset && since.epoch == position.epoch;
+    let latest = h.publications.into_iter().next();
+    let (publications, recovered) = match latest {
+        Some(p) if p.offset == position.offset && !same => (vec![p], true),
+        Some(p) => (Vec::new(), p.offset == position.offset),
+        None => (Vec::new(), same),
+    };
+    Ok(Recovery {
+        publications,
+        position,
+        recovered,
+    })
 }
 
 async fn detach_hub(node: &Node, conn: &Conn, channel: &str) {
@@ -236,5 +290,117 @@ mod tests {
         let r = attach(&node, &conn, "c", &ns, Default::default(), options).await;
         assert_eq!(r.err(), Some(ErrorCode::UnrecoverablePosition));
         assert!(!node.hub.has_subscribers("c"), "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn cache_mode_recovers_only_the_latest_publication() {
+        let node = testing::node(testing::config(|c| {
+            c.namespaces.default.force_recovery_mode = RecoveryMode::Cache
+        }));
+        let ns = node.config.namespaces.default.clone();
+        let conn = testing::conn(&node, "a");
+        let (r, _) = attach(
+            &node,
+            &conn,
+            "c",
+            &ns,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let epoch = r.epoch.clone();
+        let at = |offset: u64, epoch: &str| AttachOptions {
+            recover: Some(StreamPosition {
+                offset,
+                epoch: epoch.into(),
+            }),
+            ..Default::default()
+        };
+        // Empty channel, client "at" offset 0: nothing to recover from (as centrifuge,
+        // a position needs an offset above 0).
+        let c0 = testing::conn(&node, "b");
+        let (r, _) = attach(
+            &node,
+            &c0,
+            "c",
+            &ns,
+            Default::default(),
+            at(r.offset, &epoch),
+        )
+        .await
+        .unwrap();
+        assert!(!r.recovered && r.publications.is_empty());
+        // Empty channel, a position it never had: not recovered.
+        let c1 = testing::conn(&node, "b");
+        let (r, _) = attach(&node, &c1, "c", &ns, Default::default(), at(99, "other"))
+            .await
+            .unwrap();
+        assert!(!r.recovered && r.was_recovering);
+
+        publish_n(&node, "c", 5).await;
+        // Four behind, or a lost epoch: only the latest, recovered.
+        for (i, (offset, e)) in [(1, epoch.as_str()), (3, "lost")].into_iter().enumerate() {
+            let c = testing::conn(&node, &format!("u{i}"));
+            let (r, up_to) = attach(&node, &c, "c", &ns, Default::default(), at(offset, e))
+                .await
+                .unwrap();
+            assert!(r.recovered, "{offset} {e}");
+            let offsets: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+            assert_eq!(offsets, vec![5]);
+            assert_eq!(up_to, 5);
+        }
+        // Already at the latest: recovered, nothing.
+        let c = testing::conn(&node, "x");
+        let (r, _) = attach(&node, &c, "c", &ns, Default::default(), at(5, &epoch))
+            .await
+            .unwrap();
+        assert!(r.recovered && r.publications.is_empty());
+    }
+
+    #[tokio::test]
+    async fn delta_mode_recovers_in_full_json_strings() {
+        let node = testing::node(testing::config(|c| {
+            c.namespaces.default.allowed_delta_types = vec![crate::config::DeltaType::Fossil]
+        }));
+        let ns = node.config.namespaces.default.clone();
+        publish_n(&node, "c", 3).await;
+        let conn = testing::conn(&node, "a");
+        let options = AttachOptions {
+            recover: Some(StreamPosition {
+                offset: 1,
+                epoch: String::new(),
+            }),
+            delta: true,
+            ..Default::default()
+        };
+        // The memory broker's epoch: read it first.
+        let probe = testing::conn(&node, "p");
+        let (r0, _) = attach(
+            &node,
+            &probe,
+            "c",
+            &ns,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let options = AttachOptions {
+            recover: Some(StreamPosition {
+                offset: 1,
+                epoch: r0.epoch,
+            }),
+            ..options
+        };
+        let (r, _) = attach(&node, &conn, "c", &ns, Default::default(), options)
+            .await
+            .unwrap();
+        assert!(r.delta && r.recovered);
+        assert_eq!(r.publications.len(), 2);
+        for p in &r.publications {
+            assert_eq!(p.data.as_str(), r#""1""#, "JSON text as a JSON string");
+            assert!(!p.delta);
+        }
     }
 }

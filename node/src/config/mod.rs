@@ -167,6 +167,58 @@ pub struct NamespaceOptions {
     /// proxy gave an `expire_at` is extended by the backend when it is reached (needs
     /// `HERALD_PROXY_SUB_REFRESH_ENDPOINT`). Default false.
     pub proxy_sub_refresh: bool,
+    /// `HERALD_FORCE_RECOVERY_MODE` (`stream` or `cache`): what a recovering subscriber
+    /// gets. `stream`: every missed publication; `cache`: only the channel's latest
+    /// publication (state-like channels). Default `stream`.
+    pub force_recovery_mode: RecoveryMode,
+    /// `HERALD_ALLOWED_DELTA_TYPES` (list; only `fossil` exists): subscribers asking for
+    /// `delta: "fossil"` get publications as fossil deltas against the previous one.
+    /// Default empty (no delta).
+    pub allowed_delta_types: Vec<DeltaType>,
+    /// `HERALD_DELTA_PUBLISH`: every publication of the namespace is published in delta
+    /// mode (as the server API's `delta: true`). Default false.
+    pub delta_publish: bool,
+    /// `HERALD_ALLOW_TAGS_FILTER`: subscribers may narrow their subscription with a
+    /// `tags_filter` (`tf` on the wire). Default false.
+    pub allow_tags_filter: bool,
+}
+
+/// What a recovering subscriber gets (`force_recovery_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Every publication missed since its position (never a partial set).
+    #[default]
+    Stream,
+    /// Only the channel's latest publication, with `recovered: true`.
+    Cache,
+}
+
+impl std::str::FromStr for RecoveryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stream" => Ok(RecoveryMode::Stream),
+            "cache" => Ok(RecoveryMode::Cache),
+            _ => Err("expected stream or cache".into()),
+        }
+    }
+}
+
+/// A delta encoding of publication data (`allowed_delta_types`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaType {
+    /// Fossil's delta format, as Centrifugo and its SDKs use it.
+    Fossil,
+}
+
+impl std::str::FromStr for DeltaType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fossil" => Ok(DeltaType::Fossil),
+            _ => Err("expected fossil (the only delta type)".into()),
+        }
+    }
 }
 
 impl Default for NamespaceOptions {
@@ -185,6 +237,10 @@ impl Default for NamespaceOptions {
             proxy_subscribe: false,
             proxy_publish: false,
             proxy_sub_refresh: false,
+            force_recovery_mode: RecoveryMode::Stream,
+            allowed_delta_types: Vec::new(),
+            delta_publish: false,
+            allow_tags_filter: false,
         }
     }
 }
@@ -193,6 +249,11 @@ impl NamespaceOptions {
     /// Whether channels of this namespace keep history (and so carry offsets).
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// Whether subscribers may ask for fossil deltas.
+    pub fn allows_fossil(&self) -> bool {
+        self.allowed_delta_types.contains(&DeltaType::Fossil)
     }
 }
 

@@ -200,6 +200,13 @@ pub struct SubscribeRequest {
     /// Feature bits; bit 2 asks for error 112 instead of `recovered: false`.
     #[serde(default)]
     pub flag: u64,
+    /// Delta compression asked for: `fossil`, or empty for none.
+    #[serde(default)]
+    pub delta: String,
+    /// Tags filter (`tf` on the wire; centrifuge-js's `tagsFilter`): only publications
+    /// whose tags pass are delivered.
+    #[serde(default)]
+    pub tf: Option<super::filter::FilterNode>,
 }
 
 /// Subscribe flag: reject an unrecoverable position with error 112.

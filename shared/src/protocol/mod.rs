@@ -13,9 +13,13 @@
 //! - [`codes`]: error and disconnect codes from the protocol's published tables.
 //! - [`command`]: what clients send, and the decoder for a whole frame.
 //! - [`reply`]: replies, pushes and the publication type, with encoders.
+//! - [`delta`]: fossil deltas of publication data (delta compression).
+//! - [`filter`]: tags filters of subscriptions.
 
 pub mod codes;
 pub mod command;
+pub mod delta;
+pub mod filter;
 pub mod reply;
 
 pub use codes::{DisconnectCode, ErrorCode};

@@ -50,6 +50,14 @@ pub struct Publication {
     /// Free-form string tags set by the publisher.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// `data` is a fossil delta (a JSON string) against the previous publication's
+    /// data; only ever sent to a subscription in delta mode.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub delta: bool,
+    /// Published in delta mode (server API `delta`, namespace `delta_publish`): delta
+    /// subscribers may get it as a delta. Carried between nodes, never sent to clients.
+    #[serde(skip)]
+    pub delta_publish: bool,
 }
 
 /// Result of `connect`.
@@ -116,6 +124,10 @@ pub struct SubscribeResult {
     /// The client asked to recover (so `recovered: false` means it could not).
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
+    /// Delta mode is on: every publication's `data` is a JSON string, full or a fossil
+    /// delta (`delta: true`) against the previous one.
+    #[serde(skip_serializing_if = "is_false")]
+    pub delta: bool,
 }
 
 /// Result of `refresh` and `sub_refresh`.
@@ -338,6 +350,8 @@ mod tests {
             }),
             offset: 3,
             tags: BTreeMap::new(),
+            delta: false,
+            delta_publish: false,
         }
     }
 

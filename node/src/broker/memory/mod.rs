@@ -102,7 +102,8 @@ impl Inner {
 
     fn deliver(&self, channel: &str, offset: u64, publication: &Publication) {
         if let Some(events) = self.events.get() {
-            events.publication(channel, offset, &encode_pub_push(channel, publication));
+            debug_assert_eq!(offset, publication.offset);
+            events.publication(channel, publication, &encode_pub_push(channel, publication));
         }
     }
 

@@ -12,6 +12,8 @@ fn publication(text: &str) -> Publication {
         info: None,
         offset: 0,
         tags: Default::default(),
+        delta: false,
+        delta_publish: false,
     }
 }
 
@@ -63,7 +65,7 @@ fn publications_reach_the_hub_encoded_once() {
     let b = Inner::default();
     let hub = Arc::new(Hub::new(1 << 20));
     let q = Arc::new(Outbound::new(1 << 20));
-    hub.add("c", 1, q.clone(), false, false);
+    hub.add("c", 1, q.clone(), Default::default(), false);
     let _ = b.events.set(Arc::new(ToHub(hub)));
     b.publish("c", publication("x"), &ns(10), false, None);
     let items = q.take().items;

@@ -27,7 +27,12 @@ pub(super) async fn history(
     let limit = q.limit.unwrap_or(usize::MAX);
     let mut publications = Vec::new();
     if limit > 0 && top > 0 {
-        let after = q.since.as_ref().map(|p| p.offset).unwrap_or(0);
+        let mut after = q.since.as_ref().map(|p| p.offset).unwrap_or(0);
+        if q.reverse && limit == 1 {
+            // Only the newest (cache recovery): `top` is the channel's own last
+            // sequence, so reading from just before it is enough.
+            after = after.max(top - 1);
+        }
         publications = inner.read_range(&s.stream, &subject, after, top).await?;
         // The stream keeps one message more per channel (room for a position
         // marker); without a marker that extra one is past the history size.

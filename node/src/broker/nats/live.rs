@@ -214,7 +214,9 @@ async fn handle(
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
             },
-            Ok(Envelope::Publication(_)) => deliver_bytes(inner, channel, 0, &msg.payload),
+            Ok(Envelope::Publication(_) | Envelope::DeltaPublication(_)) => {
+                deliver_bytes(inner, channel, 0, &msg.payload)
+            }
             Ok(other) => {
                 tracing::warn!(channel, kind = ?std::mem::discriminant(&other), "unexpected envelope on a channel subject")
             }
@@ -240,7 +242,7 @@ fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
 
 fn deliver(inner: &Inner, channel: &str, p: &Publication) {
     if let Some(events) = inner.events() {
-        events.publication(channel, p.offset, &encode_pub_push(channel, p));
+        events.publication(channel, p, &encode_pub_push(channel, p));
     }
 }
 

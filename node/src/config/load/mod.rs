@@ -42,6 +42,10 @@ const ENV_RECOVERY: &str = "HERALD_RECOVERY";
 const ENV_PROXY_SUBSCRIBE: &str = "HERALD_PROXY_SUBSCRIBE";
 const ENV_PROXY_PUBLISH: &str = "HERALD_PROXY_PUBLISH";
 const ENV_PROXY_SUB_REFRESH: &str = "HERALD_PROXY_SUB_REFRESH";
+const ENV_FORCE_RECOVERY_MODE: &str = "HERALD_FORCE_RECOVERY_MODE";
+const ENV_ALLOWED_DELTA_TYPES: &str = "HERALD_ALLOWED_DELTA_TYPES";
+const ENV_DELTA_PUBLISH: &str = "HERALD_DELTA_PUBLISH";
+const ENV_ALLOW_TAGS_FILTER: &str = "HERALD_ALLOW_TAGS_FILTER";
 
 const ENV_MAX_CONNECTIONS: &str = "HERALD_MAX_CONNECTIONS";
 const ENV_HANDSHAKE_TIMEOUT: &str = "HERALD_HANDSHAKE_TIMEOUT";
@@ -273,6 +277,14 @@ fn namespace_options(r: &mut impl Reader, d: &NamespaceOptions) -> NamespaceOpti
         proxy_subscribe: r.bool(ENV_PROXY_SUBSCRIBE, d.proxy_subscribe),
         proxy_publish: r.bool(ENV_PROXY_PUBLISH, d.proxy_publish),
         proxy_sub_refresh: r.bool(ENV_PROXY_SUB_REFRESH, d.proxy_sub_refresh),
+        force_recovery_mode: r.parse(ENV_FORCE_RECOVERY_MODE, d.force_recovery_mode),
+        allowed_delta_types: match r.raw(ENV_ALLOWED_DELTA_TYPES) {
+            // Unset: inherited; set (even to nothing): exactly what it says.
+            None => d.allowed_delta_types.clone(),
+            Some(_) => r.list_with(ENV_ALLOWED_DELTA_TYPES, str::parse),
+        },
+        delta_publish: r.bool(ENV_DELTA_PUBLISH, d.delta_publish),
+        allow_tags_filter: r.bool(ENV_ALLOW_TAGS_FILTER, d.allow_tags_filter),
     }
 }
 

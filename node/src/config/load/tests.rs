@@ -99,6 +99,10 @@ fn every_setting_overridden() {
         ("HERALD_EXPIRY_GRACE", "0"),
         ("HERALD_WRITE_INTERVAL", "0.015"),
         ("HERALD_LOG_FORMAT", "json"),
+        ("HERALD_FORCE_RECOVERY_MODE", "cache"),
+        ("HERALD_ALLOWED_DELTA_TYPES", "fossil"),
+        ("HERALD_DELTA_PUBLISH", "true"),
+        ("HERALD_ALLOW_TAGS_FILTER", "yes"),
         ("HERALD_TOKEN_HMAC_SECRET", SECRET),
         ("HERALD_TOKEN_ALGORITHM", "HS512"),
         ("HERALD_TOKEN_AUDIENCE", "herald"),
@@ -125,6 +129,10 @@ fn every_setting_overridden() {
             allow_presence: false,
             allow_history: false,
             recovery: false,
+            force_recovery_mode: crate::config::RecoveryMode::Cache,
+            allowed_delta_types: vec![crate::config::DeltaType::Fossil],
+            delta_publish: true,
+            allow_tags_filter: true,
             ..Default::default()
         }
     );
@@ -203,9 +211,13 @@ fn namespaces_from_the_file() {
         presence = true
         join_leave = true
         history_ttl = 600
+        allowed_delta_types = ["fossil"]
         [namespaces.feed-v2]
         history_size = 0
         allow_history_for_subscriber = false
+        allowed_delta_types = []
+        force_recovery_mode = "cache"
+        allow_tags_filter = true
         "#,
     );
     let c = load_pairs(&[
@@ -223,6 +235,12 @@ fn namespaces_from_the_file() {
     let feed = &ns.named["feed-v2"];
     assert!(!feed.has_history());
     assert!(!feed.allow_history);
+    assert!(
+        chat.allows_fossil() && !feed.allows_fossil(),
+        "an empty list is a setting"
+    );
+    assert!(feed.allow_tags_filter && !chat.allow_tags_filter);
+    assert_eq!(feed.force_recovery_mode, crate::config::RecoveryMode::Cache);
     assert!(!ns.default.presence);
     assert_eq!(ns.for_channel("chat:room"), Some(chat));
     assert_eq!(ns.for_channel("nope:room"), None);
@@ -299,6 +317,9 @@ fn a_bad_value_per_kind_names_the_setting() {
         ("HERALD_WRITE_INTERVAL", "2"),
         ("HERALD_LOG_FORMAT", "xml"),
         ("HERALD_TOKEN_LEEWAY", "1.5"),
+        ("HERALD_FORCE_RECOVERY_MODE", "latest"),
+        ("HERALD_ALLOWED_DELTA_TYPES", "zstd"),
+        ("HERALD_ALLOW_TAGS_FILTER", "sometimes"),
         ("RUST_LOG", "herald_node=loud"),
     ];
     for (name, value) in cases {

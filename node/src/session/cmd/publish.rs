@@ -49,6 +49,7 @@ async fn proxied(c: &mut Client, req: PublishRequest) -> CmdResult {
         skip_history: r.skip_history,
         tags: r.tags,
         idempotency_key: key,
+        delta: false,
     };
     publish_op(&c.node, Caller::Approved(&c.conn), &req.channel, p).await?;
     Ok(Some(EMPTY.to_vec()))

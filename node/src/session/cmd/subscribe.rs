@@ -16,8 +16,12 @@ use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
 };
+use herald_shared::protocol::filter::FilterNode;
 use herald_shared::protocol::reply::{encode_reply, encode_unsubscribe_push, RefreshResult};
-use herald_shared::protocol::{ErrorCode, RawJson, StreamPosition, SubscribeResult};
+use herald_shared::protocol::{
+    DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
+};
+use std::sync::Arc;
 
 /// Subscribes and queues the reply itself, then lets the subscription go live (the
 /// publications held back meanwhile follow the reply).
@@ -46,6 +50,8 @@ async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResu
     if c.conn.num_channels() >= node.config.limits.max_channels_per_connection {
         return Err(ErrorCode::LimitExceeded.into());
     }
+    let delta = delta_mode(&req, ns)?;
+    let filter = tags_filter(c, &req, ns)?;
     let proxied = req.token.is_empty()
         && !req.channel.starts_with('$')
         && ns.proxy_subscribe
@@ -63,6 +69,8 @@ async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResu
         join_leave: req.join_leave,
         recover,
         reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
+        delta,
+        filter,
     };
     let (mut result, up_to) = attach(&node, &c.conn, &req.channel, ns, state, options)
         .await
@@ -151,6 +159,43 @@ pub(in crate::session) async fn sub_refresh_by_proxy(
         }
     }
     None
+}
+
+/// Whether the subscription runs in delta mode, as Centrifugo decides it: an unknown
+/// delta type ends the connection (3501 bad request); `fossil` in a namespace without
+/// it in `allowed_delta_types` is no error, the reply just has no `delta: true` and
+/// publications come as usual (the SDKs negotiate by that field).
+fn delta_mode(req: &SubscribeRequest, ns: &NamespaceOptions) -> Result<bool, Failure> {
+    match req.delta.as_str() {
+        "" => Ok(false),
+        "fossil" => Ok(ns.allows_fossil()),
+        other => {
+            tracing::info!(delta = %other, "unknown delta type in subscribe");
+            Err(Failure::Close(DisconnectCode::BadRequest))
+        }
+    }
+}
+
+/// The subscription's tags filter: error 107 (bad request) when the namespace does not
+/// `allow_tags_filter`, or when the filter is malformed or over its bounds (as
+/// Centrifugo answers both).
+fn tags_filter(
+    c: &Client,
+    req: &SubscribeRequest,
+    ns: &NamespaceOptions,
+) -> Result<Option<Arc<FilterNode>>, Failure> {
+    let Some(tf) = &req.tf else {
+        return Ok(None);
+    };
+    if !ns.allow_tags_filter {
+        tracing::info!(channel = %req.channel, "tags filter not allowed");
+        return Err(ErrorCode::BadRequest.into());
+    }
+    if let Err(e) = tf.validate() {
+        tracing::info!(channel = %req.channel, client = c.conn.id, error = %e, "tags filter refused");
+        return Err(ErrorCode::BadRequest.into());
+    }
+    Ok(Some(Arc::new(tf.clone())))
 }
 
 /// Whether this connection may subscribe: a subscription token for it, or a namespace
@@ -301,5 +346,67 @@ mod tests {
             token: testing::token("alice", Some("$private")),
         };
         assert!(sub_refresh(&mut c, refresh).is_ok());
+    }
+
+    #[tokio::test]
+    async fn delta_and_tags_filter_requests_are_checked() {
+        use crate::config::DeltaType;
+        let mut c = client("alice", |c| {
+            let mut open = c.namespaces.default.clone();
+            open.allowed_delta_types = vec![DeltaType::Fossil];
+            open.allow_tags_filter = true;
+            c.namespaces.named.insert("open".into(), open);
+        });
+        let with = |channel: &str, delta: &str, tf: Option<&str>| SubscribeRequest {
+            delta: delta.into(),
+            tf: tf.map(|t| serde_json::from_str(t).unwrap()),
+            ..req(channel)
+        };
+        let reply = |c: &Client| -> serde_json::Value {
+            let sent = testing::sent(&c.conn);
+            serde_json::from_str(sent.last().unwrap()).unwrap()
+        };
+        // Unknown delta type: the connection ends with 3501, as in Centrifugo.
+        assert_eq!(
+            subscribe(&mut c, 1, with("open:a", "zstd", None)).await,
+            Err(Failure::Close(DisconnectCode::BadRequest))
+        );
+        // Fossil where the namespace has no delta: subscribed, without delta mode.
+        assert_eq!(
+            subscribe(&mut c, 2, with("plain", "fossil", None)).await,
+            Ok(None)
+        );
+        assert!(reply(&c)["subscribe"].get("delta").is_none());
+        assert_eq!(
+            subscribe(&mut c, 3, with("open:b", "fossil", None)).await,
+            Ok(None)
+        );
+        assert_eq!(reply(&c)["subscribe"]["delta"], true);
+
+        let eq = r#"{"key":"t","cmp":"eq","val":"x"}"#;
+        assert_eq!(
+            subscribe(&mut c, 4, with("plain2", "", Some(eq))).await,
+            Err(ErrorCode::BadRequest.into()),
+            "the namespace does not allow tags filters"
+        );
+        let bad = r#"{"key":"t","cmp":"like","val":"x"}"#;
+        assert_eq!(
+            subscribe(&mut c, 5, with("open:c", "", Some(bad))).await,
+            Err(ErrorCode::BadRequest.into())
+        );
+        let mut deep = eq.to_string();
+        for _ in 0..20 {
+            deep = format!(r#"{{"op":"not","nodes":[{deep}]}}"#);
+        }
+        assert_eq!(
+            subscribe(&mut c, 6, with("open:d", "", Some(&deep))).await,
+            Err(ErrorCode::BadRequest.into())
+        );
+        assert!(!c.conn.is_subscribed("open:c") && !c.conn.is_subscribed("open:d"));
+        assert_eq!(
+            subscribe(&mut c, 7, with("open:e", "", Some(eq))).await,
+            Ok(None)
+        );
+        assert!(c.conn.is_subscribed("open:e"));
     }
 }

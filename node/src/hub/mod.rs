@@ -8,10 +8,19 @@
 //! recover) is "syncing": publications for it are held back with their offsets, and
 //! [`Hub::go_live`] releases those newer than what the history already gave it. That is
 //! how live delivery and backfill merge without a gap or a duplicate.
+//!
+//! Delta mode and tags filters (see [`frames`]): a subscriber in delta mode whose last
+//! publication was the channel's previous one takes the one shared delta frame; any
+//! other delta subscriber (new, just recovered, or filtered out of the previous one)
+//! takes the shared full frame. Tags filters are evaluated once per distinct filter.
+
+pub mod frames;
 
 use crate::conn::outbound::{Outbound, Pushed};
 use bytes::Bytes;
-use herald_shared::protocol::DisconnectCode;
+use frames::{FilterGroups, Frames};
+use herald_shared::protocol::filter::FilterNode;
+use herald_shared::protocol::{DisconnectCode, Publication, RawJson};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +35,16 @@ struct Subscriber {
     out: Arc<Outbound>,
     /// It asked for join/leave pushes.
     join_leave: bool,
-    /// `Some` while syncing: publications (offset, bytes) held back until go-live.
-    pending: Option<Vec<(u64, Bytes)>>,
+    /// In delta mode: publication data as JSON strings, deltas where it has the base.
+    delta: bool,
+    /// Its tags filter's slot in the channel's [`FilterGroups`].
+    filter: Option<usize>,
+    /// Delta mode: the channel's fan-out number of the last publication it was given
+    /// (0: none yet), so it takes a delta only against what it has.
+    seen: u64,
+    /// `Some` while syncing: publications (offset, fan-out number, bytes) held back
+    /// until go-live.
+    pending: Option<Vec<(u64, u64, Bytes)>>,
     /// Bytes held in `pending`, bounded like the outbound queue.
     pending_bytes: usize,
     /// Offsets up to this one were in its subscribe reply: a live copy that arrives late
@@ -38,6 +55,26 @@ struct Subscriber {
 #[derive(Default)]
 struct Channel {
     subs: Vec<Subscriber>,
+    /// The distinct tags filters among `subs`.
+    filters: FilterGroups,
+    /// Subscribers in delta mode.
+    delta_subs: usize,
+    /// Publications fanned out so far (what [`Subscriber::seen`] counts in).
+    seq: u64,
+    /// The last publication's data, kept while a delta subscriber exists: the base
+    /// of the next delta.
+    last: Option<RawJson>,
+}
+
+/// How a subscriber takes its channel's traffic.
+#[derive(Clone, Debug, Default)]
+pub struct Delivery {
+    /// It asked for join/leave pushes (and the namespace sends them).
+    pub join_leave: bool,
+    /// Delta mode (fossil) was agreed.
+    pub delta: bool,
+    /// Only publications whose tags pass.
+    pub filter: Option<Arc<FilterNode>>,
 }
 
 type Shard = RwLock<HashMap<Arc<str>, Arc<Mutex<Channel>>>>;
@@ -51,6 +88,20 @@ pub struct Hub {
     deliveries: metrics::Counter,
     /// `herald_node_slow_consumer_drops_total`.
     slow: metrics::Counter,
+}
+
+impl Channel {
+    /// Removes `conn_id`'s subscription, if any, with its filter and delta counts.
+    fn drop_sub(&mut self, conn_id: u64) {
+        let Some(i) = self.subs.iter().position(|s| s.conn_id == conn_id) else {
+            return;
+        };
+        let sub = self.subs.remove(i);
+        if let Some(slot) = sub.filter {
+            self.filters.leave(slot);
+        }
+        self.delta_subs -= usize::from(sub.delta);
+    }
 }
 
 /// What a fan-out did.
@@ -107,18 +158,23 @@ impl Hub {
         channel: &str,
         conn_id: u64,
         out: Arc<Outbound>,
-        join_leave: bool,
+        delivery: Delivery,
         syncing: bool,
     ) -> bool {
         let mut shard = self.shards[shard_of(channel)].write();
         let entry = shard.entry(Arc::from(channel)).or_default().clone();
         let mut ch = entry.lock();
         let first = ch.subs.is_empty();
-        ch.subs.retain(|s| s.conn_id != conn_id);
+        ch.drop_sub(conn_id);
+        let filter = delivery.filter.as_ref().map(|f| ch.filters.join(f));
+        ch.delta_subs += usize::from(delivery.delta);
         ch.subs.push(Subscriber {
             conn_id,
             out,
-            join_leave,
+            join_leave: delivery.join_leave,
+            delta: delivery.delta,
+            filter,
+            seen: 0,
             pending: syncing.then(Vec::new),
             pending_bytes: 0,
             delivered_up_to: 0,
@@ -133,7 +189,7 @@ impl Hub {
             return true;
         };
         let mut ch = entry.lock();
-        ch.subs.retain(|s| s.conn_id != conn_id);
+        ch.drop_sub(conn_id);
         let empty = ch.subs.is_empty();
         drop(ch);
         if empty {
@@ -156,27 +212,58 @@ impl Hub {
         sub.delivered_up_to = delivered_up_to;
         if let Some(pending) = sub.pending.take() {
             sub.pending_bytes = 0;
-            let newer = pending
+            let newer: Vec<_> = pending
                 .into_iter()
-                .filter(|(offset, _)| *offset == 0 || *offset > delivered_up_to)
-                .map(|(_, b)| b);
-            sub.out.push_all(newer);
+                .filter(|(offset, _, _)| *offset == 0 || *offset > delivered_up_to)
+                .collect();
+            // Held-back frames of a delta subscriber are full ones: its base is the
+            // last of them, or nothing (what the reply carried may not be the
+            // channel's last publication).
+            sub.seen = newer.last().map_or(0, |(_, seq, _)| *seq);
+            sub.out.push_all(newer.into_iter().map(|(_, _, b)| b));
         }
         true
     }
 
-    /// Delivers an encoded publication with its offset to every local subscriber.
-    pub fn publish(&self, channel: &str, offset: u64, message: &Bytes) -> Fanout {
+    /// Delivers a publication to every local subscriber whose filter it passes:
+    /// `message` (its push, encoded once) to ordinary subscribers, the shared delta-mode
+    /// frames to delta subscribers.
+    pub fn publish(&self, channel: &str, p: &Publication, message: &Bytes) -> Fanout {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
-        let mut ch = entry.lock();
+        let mut guard = entry.lock();
+        let ch = &mut *guard;
+        ch.seq += 1;
+        let seq = ch.seq;
+        let previous = if ch.delta_subs > 0 {
+            ch.last.replace(p.data.clone())
+        } else {
+            ch.last = None;
+            None
+        };
+        let passes = ch.filters.evaluate(&p.tags);
+        let mut frames = Frames::new(channel, p, previous.as_ref(), message);
+        let offset = p.offset;
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
         for sub in ch.subs.iter_mut() {
+            if sub.filter.is_some_and(|i| !passes[i]) {
+                continue;
+            }
+            if sub.pending.is_none() && offset != 0 && offset <= sub.delivered_up_to {
+                continue;
+            }
+            let frame = if sub.delta {
+                let has_base = sub.pending.is_none() && sub.seen != 0 && sub.seen + 1 == seq;
+                sub.seen = seq;
+                frames.for_delta(has_base).0
+            } else {
+                frames.plain()
+            };
             match sub.pending.as_mut() {
                 Some(pending) => {
-                    sub.pending_bytes += message.len();
+                    sub.pending_bytes += frame.len();
                     if sub.pending_bytes > max_pending {
                         // Held back too much while syncing: the client must resync.
                         sub.out.close(DisconnectCode::InsufficientState);
@@ -184,17 +271,17 @@ impl Hub {
                         sub.pending_bytes = 0;
                         f.slow += 1;
                     } else {
-                        pending.push((offset, message.clone()));
+                        pending.push((offset, seq, frame));
                     }
                 }
-                None if offset != 0 && offset <= sub.delivered_up_to => {}
-                None => match sub.out.push(message.clone()) {
+                None => match sub.out.push(frame) {
                     Pushed::Queued => f.delivered += 1,
                     Pushed::Slow => f.slow += 1,
                     Pushed::Closing => {}
                 },
             }
         }
+        drop(guard);
         self.count(f)
     }
 
@@ -255,65 +342,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue() -> Arc<Outbound> {
-        Arc::new(Outbound::new(1 << 20))
-    }
-
-    #[test]
-    fn fan_out_reaches_every_subscriber_once() {
-        let hub = Hub::new(1 << 20);
-        let (a, b) = (queue(), queue());
-        assert!(hub.add("c", 1, a.clone(), false, false));
-        assert!(!hub.add("c", 2, b.clone(), false, false));
-        let f = hub.publish("c", 1, &Bytes::from_static(b"m1"));
-        assert_eq!(f.delivered, 2);
-        assert_eq!(a.take().items.len(), 1);
-        assert_eq!(b.take().items.len(), 1);
-        assert!(!hub.remove("c", 1));
-        assert!(hub.remove("c", 2));
-        assert!(!hub.has_subscribers("c"));
-        assert_eq!(hub.publish("c", 2, &Bytes::from_static(b"m2")).delivered, 0);
-    }
-
-    #[test]
-    fn syncing_subscriber_gets_only_newer_offsets_after_go_live() {
-        let hub = Hub::new(1 << 20);
-        let q = queue();
-        hub.add("c", 1, q.clone(), false, true);
-        for off in 5..=8u64 {
-            hub.publish("c", off, &Bytes::from(format!("p{off}")));
-        }
-        assert!(q.take().items.is_empty(), "held back while syncing");
-        // History gave it up to offset 6; 7 and 8 must follow, once, in order.
-        assert!(hub.go_live("c", 1, 6));
-        let items: Vec<_> = q.take().items.into_iter().collect();
-        assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
-        hub.publish("c", 9, &Bytes::from("p9"));
-        assert_eq!(q.take().items.len(), 1);
-        // A late live copy of something the reply already carried is not sent again.
-        hub.publish("c", 6, &Bytes::from("p6"));
-        assert!(q.take().items.is_empty());
-    }
-
-    #[test]
-    fn syncing_buffer_is_bounded() {
-        let hub = Hub::new(4);
-        let q = queue();
-        hub.add("c", 1, q.clone(), false, true);
-        hub.publish("c", 1, &Bytes::from("12345"));
-        assert_eq!(q.take().close.map(|c| c.code), Some(3010));
-    }
-
-    #[test]
-    fn join_leave_only_to_those_who_asked() {
-        let hub = Hub::new(1 << 20);
-        let (a, b) = (queue(), queue());
-        hub.add("c", 1, a.clone(), true, false);
-        hub.add("c", 2, b.clone(), false, false);
-        assert_eq!(hub.join_leave("c", &Bytes::from("j"), false).delivered, 1);
-        assert_eq!(hub.join_leave("c", &Bytes::from("j"), true).delivered, 2);
-    }
-}
+mod tests;

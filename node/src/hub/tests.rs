@@ -1,0 +1,246 @@
+use super::*;
+use herald_shared::protocol::delta::apply;
+
+fn queue() -> Arc<Outbound> {
+    Arc::new(Outbound::new(1 << 20))
+}
+
+fn jl(join_leave: bool) -> Delivery {
+    Delivery {
+        join_leave,
+        ..Default::default()
+    }
+}
+
+fn publication(offset: u64, data: &str) -> Publication {
+    Publication {
+        data: RawJson::parse(data).unwrap(),
+        info: None,
+        offset,
+        tags: Default::default(),
+        delta: false,
+        delta_publish: true,
+    }
+}
+
+/// A publication whose push is `message` (what the old tests look at).
+fn publish(hub: &Hub, channel: &str, offset: u64, message: &Bytes) -> Fanout {
+    hub.publish(channel, &publication(offset, "1"), message)
+}
+
+/// What a queue got, as pushes.
+fn pushes(q: &Outbound) -> Vec<serde_json::Value> {
+    q.take()
+        .items
+        .into_iter()
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .collect()
+}
+
+/// A 2 KiB state document where one field changes.
+fn state(n: u64) -> String {
+    let rows: Vec<String> = (0..40)
+        .map(|i| format!(r#""row{i:02}":{{"bid":{},"ask":{}}}"#, 1000 + i, 1010 + i))
+        .collect();
+    format!(r#"{{"seq":{n},{}}}"#, rows.join(","))
+}
+
+fn send(hub: &Hub, offset: u64, data: &str) -> Fanout {
+    let p = publication(offset, data);
+    let plain = herald_shared::protocol::reply::encode_pub_push("c", &p);
+    hub.publish("c", &p, &plain)
+}
+
+#[test]
+fn delta_subscribers_share_one_delta_frame_and_decode_it() {
+    let hub = Hub::new(1 << 20);
+    let (plain, d1, d2) = (queue(), queue(), queue());
+    let delta = Delivery {
+        delta: true,
+        ..Default::default()
+    };
+    hub.add("c", 1, plain.clone(), Delivery::default(), false);
+    hub.add("c", 2, d1.clone(), delta.clone(), false);
+    send(&hub, 1, &state(1));
+    hub.add("c", 3, d2.clone(), delta.clone(), false);
+    send(&hub, 2, &state(2));
+    send(&hub, 3, &state(3));
+
+    // The ordinary subscriber: data as JSON, never a delta.
+    let got = pushes(&plain);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2]["push"]["pub"]["data"]["seq"], 3);
+    assert!(got[2]["push"]["pub"].get("delta").is_none());
+
+    // d1: the first in full (a JSON string), then deltas that decode to the next.
+    let mut base = String::new();
+    for (i, m) in pushes(&d1).iter().enumerate() {
+        let p = &m["push"]["pub"];
+        let text = p["data"].as_str().expect("a JSON string");
+        if p["delta"] == true {
+            assert!(i > 0);
+            assert!(text.len() < 100, "{text}");
+            base = apply(&base, text).expect("decodes");
+        } else {
+            assert_eq!(i, 0, "only the first is full");
+            base = text.to_owned();
+        }
+        assert_eq!(base, state(i as u64 + 1));
+    }
+    // d2 joined after the first: full (no base), then a delta.
+    let got = pushes(&d2);
+    assert!(got[0]["push"]["pub"].get("delta").is_none());
+    assert_eq!(got[1]["push"]["pub"]["delta"], true);
+
+    // One delta frame for all: the very same bytes in both queues.
+    send(&hub, 4, &state(4));
+    let (a, b) = (d1.take().items, d2.take().items);
+    assert_eq!(
+        a[0].as_ptr(),
+        b[0].as_ptr(),
+        "shared, not encoded per subscriber"
+    );
+}
+
+#[test]
+fn a_delta_needs_the_base_and_a_delta_publication() {
+    let hub = Hub::new(1 << 20);
+    let q = queue();
+    let delivery = Delivery {
+        delta: true,
+        ..Default::default()
+    };
+    hub.add("c", 1, q.clone(), delivery, false);
+    send(&hub, 1, &state(1));
+    // Not published in delta mode: full.
+    let mut p = publication(2, &state(2));
+    p.delta_publish = false;
+    hub.publish("c", &p, &Bytes::from_static(b"unused"));
+    send(&hub, 3, &state(3));
+    let got = pushes(&q);
+    let deltas: Vec<bool> = got
+        .iter()
+        .map(|m| m["push"]["pub"]["delta"] == true)
+        .collect();
+    assert_eq!(deltas, vec![false, false, true]);
+    // Syncing: held back in full, and the first live one after go-live is full too
+    // when the held-back ones were all in the reply.
+    hub.remove("c", 1);
+    hub.add(
+        "c",
+        1,
+        q.clone(),
+        Delivery {
+            delta: true,
+            ..Default::default()
+        },
+        true,
+    );
+    send(&hub, 4, &state(4));
+    hub.go_live("c", 1, 4);
+    send(&hub, 5, &state(5));
+    let got = pushes(&q);
+    assert_eq!(got.len(), 1);
+    assert!(got[0]["push"]["pub"].get("delta").is_none());
+}
+
+#[test]
+fn equal_filters_share_a_group_and_filtered_delta_subscribers_resync() {
+    use herald_shared::protocol::filter::FilterNode;
+    let hub = Hub::new(1 << 20);
+    let filter: FilterNode = serde_json::from_str(r#"{"key":"t","cmp":"eq","val":"a"}"#).unwrap();
+    let f = Some(Arc::new(filter.clone()));
+    let (x, y, z) = (queue(), queue(), queue());
+    let filtered = Delivery {
+        filter: f.clone(),
+        delta: true,
+        ..Default::default()
+    };
+    hub.add("c", 1, x.clone(), filtered.clone(), false);
+    hub.add("c", 2, y.clone(), filtered, false);
+    hub.add("c", 3, z.clone(), Delivery::default(), false);
+    {
+        let entry = hub.channel("c").unwrap();
+        assert_eq!(entry.lock().filters.len(), 1, "one group for equal filters");
+    }
+    let tagged = |offset, t: &str, data: &str| {
+        let mut p = publication(offset, data);
+        p.tags.insert("t".into(), t.into());
+        let plain = herald_shared::protocol::reply::encode_pub_push("c", &p);
+        hub.publish("c", &p, &plain)
+    };
+    assert_eq!(tagged(1, "a", &state(1)).delivered, 3);
+    assert_eq!(tagged(2, "b", &state(2)).delivered, 1, "filtered out");
+    assert_eq!(tagged(3, "a", &state(3)).delivered, 3);
+    assert_eq!(tagged(4, "a", &state(4)).delivered, 3);
+    let got = pushes(&x);
+    let deltas: Vec<bool> = got
+        .iter()
+        .map(|m| m["push"]["pub"]["delta"] == true)
+        .collect();
+    // After missing offset 2 its base is 1, not 2: full again, then a delta.
+    assert_eq!(deltas, vec![false, false, true]);
+    assert_eq!(pushes(&z).len(), 4);
+    hub.remove("c", 1);
+    hub.remove("c", 2);
+    let entry = hub.channel("c").unwrap();
+    assert_eq!(entry.lock().filters.len(), 0, "groups go with their users");
+}
+
+#[test]
+fn fan_out_reaches_every_subscriber_once() {
+    let hub = Hub::new(1 << 20);
+    let (a, b) = (queue(), queue());
+    assert!(hub.add("c", 1, a.clone(), jl(false), false));
+    assert!(!hub.add("c", 2, b.clone(), jl(false), false));
+    let f = publish(&hub, "c", 1, &Bytes::from_static(b"m1"));
+    assert_eq!(f.delivered, 2);
+    assert_eq!(a.take().items.len(), 1);
+    assert_eq!(b.take().items.len(), 1);
+    assert!(!hub.remove("c", 1));
+    assert!(hub.remove("c", 2));
+    assert!(!hub.has_subscribers("c"));
+    assert_eq!(
+        publish(&hub, "c", 2, &Bytes::from_static(b"m2")).delivered,
+        0
+    );
+}
+
+#[test]
+fn syncing_subscriber_gets_only_newer_offsets_after_go_live() {
+    let hub = Hub::new(1 << 20);
+    let q = queue();
+    hub.add("c", 1, q.clone(), jl(false), true);
+    for off in 5..=8u64 {
+        publish(&hub, "c", off, &Bytes::from(format!("p{off}")));
+    }
+    assert!(q.take().items.is_empty(), "held back while syncing");
+    // History gave it up to offset 6; 7 and 8 must follow, once, in order.
+    assert!(hub.go_live("c", 1, 6));
+    let items: Vec<_> = q.take().items.into_iter().collect();
+    assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
+    publish(&hub, "c", 9, &Bytes::from("p9"));
+    assert_eq!(q.take().items.len(), 1);
+    // A late live copy of something the reply already carried is not sent again.
+    publish(&hub, "c", 6, &Bytes::from("p6"));
+    assert!(q.take().items.is_empty());
+}
+
+#[test]
+fn syncing_buffer_is_bounded() {
+    let hub = Hub::new(4);
+    let q = queue();
+    hub.add("c", 1, q.clone(), jl(false), true);
+    publish(&hub, "c", 1, &Bytes::from("12345"));
+    assert_eq!(q.take().close.map(|c| c.code), Some(3010));
+}
+
+#[test]
+fn join_leave_only_to_those_who_asked() {
+    let hub = Hub::new(1 << 20);
+    let (a, b) = (queue(), queue());
+    hub.add("c", 1, a.clone(), jl(true), false);
+    hub.add("c", 2, b.clone(), jl(false), false);
+    assert_eq!(hub.join_leave("c", &Bytes::from("j"), false).delivered, 1);
+    assert_eq!(hub.join_leave("c", &Bytes::from("j"), true).delivered, 2);
+}
