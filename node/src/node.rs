@@ -48,6 +48,8 @@ pub struct Node {
     draining: AtomicBool,
     /// When the node started, for `/api/info`.
     started: Instant,
+    /// New upgrades per second (`HERALD_CONNECTION_RATE_LIMIT`; rate 0 allows all).
+    pub(crate) connect_rate: parking_lot::Mutex<crate::session::rate::RateLimit>,
     next_conn_id: AtomicU64,
 }
 
@@ -76,6 +78,9 @@ impl Node {
             None => None,
         };
         let metrics = NodeMetrics::new();
+        let connect_rate = parking_lot::Mutex::new(crate::session::rate::RateLimit::new(
+            config.limits.connection_rate_limit,
+        ));
         Ok(Arc::new(Node {
             config,
             hub,
@@ -90,6 +95,7 @@ impl Node {
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
             started: Instant::now(),
+            connect_rate,
             next_conn_id: AtomicU64::new(1),
         }))
     }

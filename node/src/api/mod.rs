@@ -8,8 +8,10 @@
 //! # Layout
 //! - this file: reading the request and dispatching it;
 //! - [`methods`]: each method's request shape and answer, over the channel operations;
+//! - [`batch`]: `batch`, many commands in one request;
 //! - [`error`]: failures and their responses; [`key`]: the API key check.
 
+pub mod batch;
 pub mod error;
 pub mod key;
 pub mod methods;
@@ -36,6 +38,10 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Re
     metrics::counter!(crate::metrics::API_REQUESTS, "method" => label, "result" => result)
         .increment(1);
     match r {
+        // `batch` answers `{"replies": [...]}` without the `result` wrapper, as Centrifugo.
+        Ok(v) if label == "batch" => {
+            json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+        }
         Ok(v) => json(
             StatusCode::OK,
             serde_json::to_vec(&j!({ "result": v })).unwrap_or_default(),
@@ -44,7 +50,9 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Re
     }
 }
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 13] = [
+    "batch",
+    "refresh",
     "publish",
     "broadcast",
     "subscribe",
@@ -58,7 +66,8 @@ const METHODS: [&str; 11] = [
     "info",
 ];
 
-fn known_method(m: &str) -> Option<&'static str> {
+/// The method named `m`, as a static label.
+pub(crate) fn known_method(m: &str) -> Option<&'static str> {
     METHODS.iter().copied().find(|k| *k == m)
 }
 
@@ -85,7 +94,16 @@ async fn run(node: &Arc<Node>, req: Request<Incoming>, method: &str) -> Result<V
     } else {
         &body
     };
+    if method == "batch" {
+        return batch::batch(node, parse(body)?).await;
+    }
+    dispatch(node, method, body).await
+}
+
+/// Runs one method other than `batch` on its JSON body.
+pub(crate) async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, ApiError> {
     match method {
+        "refresh" => methods::refresh(node, parse(body)?).await,
         "publish" => methods::publish(node, parse(body)?).await,
         "broadcast" => methods::broadcast(node, parse(body)?).await,
         "subscribe" => methods::subscribe(node, parse(body)?).await,

@@ -23,7 +23,7 @@ mod close;
 mod cmd;
 pub mod frames;
 pub mod handler;
-mod rate;
+pub(crate) mod rate;
 mod reassembly;
 pub mod writer;
 

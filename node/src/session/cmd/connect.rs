@@ -2,13 +2,13 @@
 
 use super::{to_json, Client, CmdResult, Failure};
 use crate::channel;
-use crate::channel::control::attach_server_side;
+use crate::channel::control::{attach_server_side, ServerSide};
 use crate::config::NamespaceOptions;
 use crate::conn::Identity;
 use crate::metrics;
 use crate::node::Node;
 use bytes::Bytes;
-use herald_shared::auth::{now_secs, AuthError};
+use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubscribeOptions};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
 use herald_shared::protocol::reply::{encode_reply, RefreshResult};
 use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, StreamPosition};
@@ -16,26 +16,27 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 /// Verifies the token (or allows an anonymous connect), fixes the identity, subscribes
-/// the connection server-side to the channels of the token's `channels` claim (as
-/// Centrifugo does; recovering those the request's `subs` asks to), and queues the
-/// reply itself, before the subscriptions go live.
+/// the connection server-side to the channels of the token's `subs` claim (else its
+/// `channels` claim, as Centrifugo does; recovering those the request's `subs` asks to),
+/// and queues the reply itself, before the subscriptions go live.
 pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectRequest) -> CmdResult {
     if c.conn.is_connected() {
         return Err(Failure::Close(DisconnectCode::BadRequest));
     }
-    let (user, info, exp, channels) = if req.token.is_empty() {
+    let claims = if req.token.is_empty() {
+        // No credentials: Centrifugo closes 3501 "bad request".
         if !c.node.config.allow_anonymous {
             metrics::connect("unauthorized");
-            return Err(Failure::Close(DisconnectCode::InvalidToken));
+            return Err(Failure::Close(DisconnectCode::BadRequest));
         }
-        (String::new(), None, None, Vec::new())
+        ConnectionClaims::default()
     } else {
         let Some(verifier) = &c.node.verifier else {
             metrics::connect("no_key");
             return Err(Failure::Close(DisconnectCode::InvalidToken));
         };
         match verifier.verify_connection(&req.token) {
-            Ok(claims) => (claims.sub, claims.info, claims.exp, claims.channels),
+            Ok(claims) => claims,
             Err(AuthError::Expired) => {
                 metrics::connect("token_expired");
                 return Err(ErrorCode::TokenExpired.into());
@@ -48,14 +49,30 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
         }
     };
     let node = c.node.clone();
-    let claimed = claimed_channels(&node, channels)?;
+    let claimed = claimed_channels(&node, claims.server_side())?;
+    // Counted on this node, as Centrifugo's `client.user_connection_limit` is.
+    let limit = node.config.limits.user_connection_limit;
+    if limit > 0 && !claims.sub.is_empty() && node.registry.find(&claims.sub, None).len() >= limit {
+        metrics::connect("user_connection_limit");
+        return Err(Failure::Close(DisconnectCode::ConnectionLimit));
+    }
+    let now = now_secs();
+    // An `expire_at` already past is refused with 110, as Centrifugo does (its `exp`, if
+    // any, was valid: that case is 109 above).
+    if claims.expire_at.is_some_and(|at| at < now) {
+        metrics::connect("expired");
+        return Err(ErrorCode::Expired.into());
+    }
     let client = uuid::Uuid::new_v4().to_string();
+    let user = claims.sub;
     c.conn.set_identity(Identity {
         client: client.clone(),
         user: user.clone(),
-        info,
+        info: claims.info,
+        meta: claims.meta,
     });
-    let ttl = exp.map(|e| e.saturating_sub(now_secs()));
+    let exp = claims.expire_at;
+    let ttl = exp.map(|e| e.saturating_sub(now));
     c.conn.expires_at.store(exp.unwrap_or(0), Ordering::Relaxed);
     c.node.registry.connected(&c.conn);
     metrics::connect("ok");
@@ -64,7 +81,7 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
     // Server-side subscriptions are answered inside the connect reply.
     let mut subs = HashMap::new();
     let mut go_live = Vec::new();
-    for (channel, ns) in claimed {
+    for (channel, ns, options) in claimed {
         let recover = req
             .subs
             .get(&channel)
@@ -73,8 +90,16 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
                 offset: sr.offset,
                 epoch: sr.epoch.clone(),
             });
-        match attach_server_side(&node, &c.conn, &channel, ns, None, recover).await {
-            Ok((result, position)) => {
+        let o = &options.override_;
+        let side = ServerSide {
+            chan_info: options.info.clone(),
+            recover,
+            push_join_leave: o.force_push_join_leave.unwrap_or(ns.force_push_join_leave),
+            recovery: o.force_recovery.unwrap_or(ns.recovery),
+        };
+        match attach_server_side(&node, &c.conn, &channel, ns, side).await {
+            Ok((mut result, position)) => {
+                result.data = options.data.clone();
                 subs.insert(channel.clone(), result);
                 go_live.push((channel, position));
             }
@@ -102,21 +127,24 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
     Ok(None)
 }
 
+/// A server-side subscription: a channel, its namespace and the claim's options.
+type Claimed<'a> = (String, &'a NamespaceOptions, SubscribeOptions);
+
 /// The claim's channels with their namespaces, each once, checked before the connection
 /// is anything: a bad name or an unknown namespace fails the connect with that error
 /// (Centrifugo answers 102 for an unknown one), more channels than a connection may
 /// hold close it 3505 (channel limit).
 fn claimed_channels(
     node: &Node,
-    channels: Vec<String>,
-) -> Result<Vec<(String, &NamespaceOptions)>, Failure> {
-    let mut claimed: Vec<(String, &NamespaceOptions)> = Vec::with_capacity(channels.len());
-    for channel in channels {
-        if claimed.iter().any(|(have, _)| *have == channel) {
+    channels: Vec<(String, SubscribeOptions)>,
+) -> Result<Vec<Claimed<'_>>, Failure> {
+    let mut claimed: Vec<Claimed<'_>> = Vec::with_capacity(channels.len());
+    for (channel, options) in channels {
+        if claimed.iter().any(|(have, _, _)| *have == channel) {
             continue;
         }
         let ns = channel::namespace(node, &channel)?;
-        claimed.push((channel, ns));
+        claimed.push((channel, ns, options));
     }
     if claimed.len() > node.config.limits.max_channels_per_connection {
         return Err(Failure::Close(DisconnectCode::ChannelLimit));
@@ -131,7 +159,8 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
     };
     let claims = match verifier.verify_connection(&req.token) {
         Ok(claims) => claims,
-        Err(AuthError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+        // As Centrifugo: an expired refresh token ends the connection (3005).
+        Err(AuthError::Expired) => return Err(Failure::Close(DisconnectCode::Expired)),
         Err(_) => return Err(Failure::Close(DisconnectCode::InvalidToken)),
     };
     let Some(ident) = c.conn.identity().cloned() else {
@@ -140,7 +169,7 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
     if claims.sub != ident.user {
         return Err(Failure::Close(DisconnectCode::InvalidToken));
     }
-    let exp = claims.exp.unwrap_or(0);
+    let exp = claims.expire_at.unwrap_or(0);
     c.conn.expires_at.store(exp, Ordering::Relaxed);
     let r = RefreshResult {
         client: ident.client,
@@ -287,7 +316,7 @@ mod tests {
         let r = connect(&mut c, 1, ConnectRequest::default()).await;
         assert_eq!(
             r,
-            Err(Failure::Close(DisconnectCode::InvalidToken)),
+            Err(Failure::Close(DisconnectCode::BadRequest)),
             "anonymous off"
         );
         let mut anon = fresh(|c| c.allow_anonymous = true);
