@@ -171,11 +171,11 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
     }
     let exp = claims.expire_at.unwrap_or(0);
     c.conn.expires_at.store(exp, Ordering::Relaxed);
+    // As Centrifugo: only `expires` and `ttl` (client and version are the connect's).
     let r = RefreshResult {
-        client: ident.client,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
         expires: exp != 0,
         ttl: exp.saturating_sub(now_secs()) as u32,
+        ..Default::default()
     };
     Ok(Some(to_json(&r)))
 }

@@ -12,7 +12,7 @@ use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
 };
 use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ErrorCode, StreamPosition, SubscribeResult};
+use herald_shared::protocol::{DisconnectCode, ErrorCode, StreamPosition, SubscribeResult};
 
 /// Subscribes and queues the reply itself, then lets the subscription go live (the
 /// publications held back meanwhile follow the reply).
@@ -82,7 +82,9 @@ fn authorize(
                     expires_at: t.exp.unwrap_or(0),
                 })
             }
-            Ok(_) => Err(ErrorCode::PermissionDenied.into()),
+            // A good token for another channel, user or connection: Centrifugo closes
+            // 3500 "invalid token".
+            Ok(_) => Err(Failure::Close(DisconnectCode::InvalidToken)),
             Err(AuthError::Expired) => Err(ErrorCode::TokenExpired.into()),
             Err(_) => Err(ErrorCode::PermissionDenied.into()),
         };
@@ -196,7 +198,7 @@ mod tests {
         };
         assert_eq!(
             subscribe(&mut c, 2, stolen).await,
-            Err(ErrorCode::PermissionDenied.into())
+            Err(Failure::Close(DisconnectCode::InvalidToken))
         );
         let refresh = SubRefreshRequest {
             channel: "$private".into(),
