@@ -21,6 +21,8 @@ mod mint;
 mod verify;
 
 #[cfg(test)]
+mod claim_tests;
+#[cfg(test)]
 mod key_tests;
 #[cfg(test)]
 mod tests;
