@@ -6,7 +6,8 @@
 //! order); with it they run concurrently inside this request. One command's failure is
 //! its own reply and never stops the others.
 
-use super::{dispatch, known_method, ApiError};
+use super::dispatch::{dispatch, known_method};
+use super::ApiError;
 use crate::node::Node;
 use herald_shared::protocol::ErrorCode;
 use serde::Deserialize;

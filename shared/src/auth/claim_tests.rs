@@ -84,9 +84,12 @@ fn b64info_and_meta() {
     );
 }
 
+/// A change to a token's claims.
+type Change = Box<dyn Fn(&mut MintClaims)>;
+
 #[test]
 fn hostile_claims_make_the_token_invalid() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut MintClaims)>, &str)> = vec![
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "bad base64",
             Box::new(|c| c.b64info = Some("%%%".into())),
