@@ -51,6 +51,8 @@ pub struct Node {
     draining: AtomicBool,
     /// When the node started, for `/api/info`.
     started: Instant,
+    /// New upgrades per second (`HERALD_CONNECTION_RATE_LIMIT`; rate 0 allows all).
+    pub(crate) connect_rate: parking_lot::Mutex<crate::session::rate::RateLimit>,
     next_conn_id: AtomicU64,
 }
 
@@ -80,6 +82,9 @@ impl Node {
         };
         let metrics = NodeMetrics::new();
         let proxy = Proxy::new(&config.proxy);
+        let connect_rate = parking_lot::Mutex::new(crate::session::rate::RateLimit::new(
+            config.limits.connection_rate_limit,
+        ));
         Ok(Arc::new(Node {
             config,
             hub,
@@ -95,6 +100,7 @@ impl Node {
             draining: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
             started: Instant::now(),
+            connect_rate,
             next_conn_id: AtomicU64::new(1),
         }))
     }

@@ -162,6 +162,18 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
     if !origin_allowed(&node.config.limits.allowed_origins, origin) {
         return refuse("origin", StatusCode::FORBIDDEN, "origin not allowed");
     }
+    // New connections per second, before anything is reserved: answered 503 as
+    // Centrifugo's `client.connection_rate_limit` does.
+    if !node.connect_rate.lock().allow() {
+        let mut r = refuse(
+            "rate",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection rate limit reached",
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return r;
+    }
     // Count the session before upgrading so a storm cannot overshoot the limit.
     if !node.registry.reserve(node.config.limits.max_connections) {
         let mut r = refuse(

@@ -75,6 +75,7 @@ pub(crate) fn conn(node: &Node, user: &str) -> Arc<Conn> {
         client: format!("client-{}", c.id),
         user: user.into(),
         info: None,
+        meta: None,
     });
     node.registry.connected(&c);
     c

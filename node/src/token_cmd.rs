@@ -100,6 +100,7 @@ pub fn run(args: &[String], config: &NodeConfig) -> Result<String, TokenCmdError
         aud: auth_config.audience.clone(),
         iss: auth_config.issuer.clone(),
         nbf: None,
+        ..Default::default()
     };
     Ok(auth::mint(
         auth_config.algorithm,

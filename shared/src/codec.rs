@@ -109,6 +109,18 @@ pub enum Control {
         /// Only this connection of the user (`None`: all of them).
         client: Option<String>,
     },
+    /// Change when the user's connections expire (the server API's `refresh`). Added
+    /// last: a node of an older version fails to decode it and ignores it.
+    Refresh {
+        /// The user whose connections are refreshed.
+        user: String,
+        /// Only this connection of the user (`None`: all of them).
+        client: Option<String>,
+        /// Close them now with 3005 "expired" instead.
+        expired: bool,
+        /// New expiry, unix seconds; 0: never expire.
+        expire_at: u64,
+    },
 }
 
 /// A node's heartbeat: alive, and what it serves.

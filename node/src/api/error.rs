@@ -65,7 +65,11 @@ impl From<ErrorCode> for ApiError {
 impl From<ChannelError> for ApiError {
     fn from(e: ChannelError) -> Self {
         match e {
-            ChannelError::BadName(why) => ApiError::BadRequest(why.into()),
+            // As Centrifugo: a well-formed request naming a bad channel is 200 + 107.
+            ChannelError::BadName(why) => {
+                tracing::debug!(reason = why, "server API request refused");
+                ApiError::Protocol(ErrorCode::BadRequest)
+            }
             ChannelError::Code(c) => ApiError::Protocol(c),
         }
     }

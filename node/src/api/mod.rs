@@ -8,8 +8,12 @@
 //! # Layout
 //! - this file: reading the request and dispatching it;
 //! - [`methods`]: each method's request shape and answer, over the channel operations;
+//! - [`dispatch`]: the method names and running one method on its body;
+//! - [`batch`]: `batch`, many commands in one request;
 //! - [`error`]: failures and their responses; [`key`]: the API key check.
 
+pub mod batch;
+pub mod dispatch;
 pub mod error;
 pub mod key;
 pub mod methods;
@@ -21,13 +25,12 @@ use herald_shared::http::{json, Body};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::de::DeserializeOwned;
 use serde_json::{json as j, Value};
 use std::sync::Arc;
 
 /// Answers one API request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Response<Body> {
-    let label = known_method(method).unwrap_or("unknown");
+    let label = dispatch::known_method(method).unwrap_or("unknown");
     let r = run(&node, req, method).await;
     let result = match &r {
         Ok(_) => "ok",
@@ -36,6 +39,10 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Re
     metrics::counter!(crate::metrics::API_REQUESTS, "method" => label, "result" => result)
         .increment(1);
     match r {
+        // `batch` answers `{"replies": [...]}` without the `result` wrapper, as Centrifugo.
+        Ok(v) if label == "batch" => {
+            json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+        }
         Ok(v) => json(
             StatusCode::OK,
             serde_json::to_vec(&j!({ "result": v })).unwrap_or_default(),
@@ -44,29 +51,11 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Re
     }
 }
 
-const METHODS: [&str; 11] = [
-    "publish",
-    "broadcast",
-    "subscribe",
-    "unsubscribe",
-    "disconnect",
-    "presence",
-    "presence_stats",
-    "history",
-    "history_remove",
-    "channels",
-    "info",
-];
-
-fn known_method(m: &str) -> Option<&'static str> {
-    METHODS.iter().copied().find(|k| *k == m)
-}
-
 async fn run(node: &Arc<Node>, req: Request<Incoming>, method: &str) -> Result<Value, ApiError> {
     if !key::key_ok(node, &req) {
         return Err(ApiError::Unauthorized);
     }
-    let Some(method) = known_method(method) else {
+    let Some(method) = dispatch::known_method(method) else {
         return Err(ApiError::UnknownMethod(method.to_owned()));
     };
     let limit = node.config.limits.max_api_body;
@@ -85,22 +74,8 @@ async fn run(node: &Arc<Node>, req: Request<Incoming>, method: &str) -> Result<V
     } else {
         &body
     };
-    match method {
-        "publish" => methods::publish(node, parse(body)?).await,
-        "broadcast" => methods::broadcast(node, parse(body)?).await,
-        "subscribe" => methods::subscribe(node, parse(body)?).await,
-        "unsubscribe" => methods::unsubscribe_user(node, parse(body)?).await,
-        "disconnect" => methods::disconnect(node, parse(body)?).await,
-        "presence" => methods::presence(node, parse(body)?).await,
-        "presence_stats" => methods::presence_stats(node, parse(body)?).await,
-        "history" => methods::history(node, parse(body)?).await,
-        "history_remove" => methods::history_remove(node, parse(body)?).await,
-        "channels" => methods::channels(node, parse(body)?).await,
-        "info" => Ok(methods::info(node)),
-        _ => Err(ApiError::UnknownMethod(method.to_owned())),
+    if method == "batch" {
+        return batch::batch(node, dispatch::parse(body)?).await;
     }
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
+    dispatch::dispatch(node, method, body).await
 }

@@ -10,13 +10,17 @@ use crate::config::NamespaceOptions;
 use crate::conn::outbound::CloseReason;
 use crate::conn::{ChannelState, Conn};
 use crate::node::Node;
+use herald_shared::auth::now_secs;
 use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
-use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
+use herald_shared::protocol::reply::{
+    encode_refresh_push, encode_subscribe_push, encode_unsubscribe_push,
+};
 use herald_shared::protocol::{
     DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
 };
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 
 /// Applies an action to this node's matching connections.
 pub async fn apply(node: &Node, control: Control) {
@@ -53,6 +57,26 @@ pub async fn apply(node: &Node, control: Control) {
                 }
             }
         }
+        Control::Refresh {
+            user,
+            client,
+            expired,
+            expire_at,
+        } => {
+            let now = now_secs();
+            for conn in node.registry.find(&user, only(&client)) {
+                // As Centrifugo: `expired`, or an expiry already past, closes with 3005.
+                if expired || (expire_at != 0 && expire_at <= now) {
+                    conn.out.close(DisconnectCode::Expired);
+                    continue;
+                }
+                conn.expires_at.store(expire_at, Ordering::Relaxed);
+                let ttl = expire_at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
+                // The writer reads the new expiry at its next wake-up (at the latest
+                // the next ping), as it does after a client's own `refresh`.
+                conn.out.push(encode_refresh_push(expire_at != 0, ttl));
+            }
+        }
         Control::Subscribe {
             user,
             channel,
@@ -73,14 +97,13 @@ pub async fn apply(node: &Node, control: Control) {
                 if conn.is_subscribed(&channel) {
                     continue;
                 }
-                let attached = attach_server_side(
-                    node,
-                    &conn,
-                    &channel,
-                    ns,
-                    chan_info.clone(),
-                    recover.clone(),
-                );
+                let side = ServerSide {
+                    chan_info: chan_info.clone(),
+                    recover: recover.clone(),
+                    push_join_leave: false,
+                    recovery: ns.recovery,
+                };
+                let attached = attach_server_side(node, &conn, &channel, ns, side);
                 match attached.await {
                     Ok((result, up_to)) => {
                         conn.out.push(encode_subscribe_push(&channel, &result));
@@ -95,26 +118,39 @@ pub async fn apply(node: &Node, control: Control) {
     }
 }
 
+/// How one server-side subscription is made.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSide {
+    /// The subscriber's `chan_info`.
+    pub chan_info: Option<RawJson>,
+    /// The position the client last saw, when it asked to recover.
+    pub recover: Option<StreamPosition>,
+    /// The subscriber gets join/leave pushes (a `subs` claim's `force_push_join_leave`).
+    pub push_join_leave: bool,
+    /// Recovery allowed (the namespace's, or a `subs` claim's `force_recovery`).
+    pub recovery: bool,
+}
+
 /// Subscribes a connection server-side: for the server API's `subscribe` and for the
-/// `channels` claim of a connection token (Centrifugo's meaning of both). Trusted, so no
-/// permission check; the client asked for no join/leave pushes; it recovers from
-/// `recover` only when the namespace allows recovery. Returns what [`attach`] does: the
-/// caller queues the push or the connect reply, then calls `hub.go_live`.
+/// `subs`/`channels` claims of a connection token (Centrifugo's meaning of both).
+/// Trusted, so no permission check; it recovers from `recover` only when `recovery`
+/// allows. Returns what [`attach`] does: the caller queues the push or the connect
+/// reply, then calls `hub.go_live`.
 pub async fn attach_server_side(
     node: &Node,
     conn: &Conn,
     channel: &str,
     ns: &NamespaceOptions,
-    chan_info: Option<RawJson>,
-    recover: Option<StreamPosition>,
+    side: ServerSide,
 ) -> Result<(SubscribeResult, u64), ErrorCode> {
     let state = ChannelState {
-        chan_info,
+        chan_info: side.chan_info,
         expires_at: 0,
     };
     let options = AttachOptions {
-        join_leave: false,
-        recover: recover.filter(|_| ns.recovery),
+        join_leave: side.push_join_leave,
+        recover: side.recover.filter(|_| side.recovery),
+        reject_unrecovered: false,
         ..Default::default()
     };
     attach(node, conn, channel, ns, state, options).await

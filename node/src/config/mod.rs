@@ -300,6 +300,14 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
     /// `HERALD_MAX_API_BODY` (bytes): largest server API request body. Default 1048576.
     pub max_api_body: usize,
+    /// `HERALD_USER_CONNECTION_LIMIT`: connections one user (non-empty user id) may hold
+    /// on this node; a connect past it is closed 3504 "connection limit", as Centrifugo's
+    /// `client.user_connection_limit`. 0 turns the limit off. Default 0.
+    pub user_connection_limit: usize,
+    /// `HERALD_CONNECTION_RATE_LIMIT`: new WebSocket upgrades this node accepts per second
+    /// (token bucket, burst of the same size); more are answered HTTP 503, as Centrifugo's
+    /// `client.connection_rate_limit`. 0 turns the limit off. Default 0.
+    pub connection_rate_limit: u32,
 }
 
 impl Default for Limits {
@@ -313,6 +321,8 @@ impl Default for Limits {
             queue_max_bytes: 1 << 20,
             allowed_origins: Vec::new(),
             max_api_body: 1 << 20,
+            user_connection_limit: 0,
+            connection_rate_limit: 0,
         }
     }
 }

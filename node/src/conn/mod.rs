@@ -34,6 +34,8 @@ pub struct Identity {
     pub user: String,
     /// The token's `info` claim.
     pub info: Option<RawJson>,
+    /// The token's `meta` claim: kept server-side, never sent to any client.
+    pub meta: Option<RawJson>,
 }
 
 /// One subscription of the connection.

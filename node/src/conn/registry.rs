@@ -146,6 +146,7 @@ mod tests {
                 client: client.into(),
                 user: user.into(),
                 info: None,
+                meta: None,
             });
         }
         c

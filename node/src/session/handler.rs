@@ -136,6 +136,19 @@ impl Session {
             metrics::command(name, "no_connect");
             return Flow::Close(DisconnectCode::BadRequest.into());
         }
+        // As Centrifugo: only `send` goes without an id (nothing answers it); a command
+        // that needs a reply and has no id closes 3501. So do an empty channel and a
+        // publish without data.
+        let bad = match &method {
+            Method::Send(_) | Method::Pong => false,
+            Method::Subscribe(r) => id == 0 || r.channel.is_empty(),
+            Method::Publish(r) => id == 0 || r.channel.is_empty() || r.data.is_none(),
+            _ => id == 0,
+        };
+        if bad {
+            metrics::command(name, "bad_request");
+            return Flow::Close(DisconnectCode::BadRequest.into());
+        }
         let result = match method {
             Method::Connect(r) => cmd::connect::connect(c, id, r).await,
             Method::Subscribe(r) => cmd::subscribe::subscribe(c, id, r).await,

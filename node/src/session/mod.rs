@@ -25,7 +25,7 @@ mod cmd;
 pub mod frames;
 pub mod handler;
 mod proxied;
-mod rate;
+pub(crate) mod rate;
 mod reassembly;
 pub mod writer;
 

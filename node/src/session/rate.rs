@@ -1,10 +1,11 @@
-//! The per-connection command rate limit.
+//! A token bucket: the per-connection command rate limit, and the node's rate of new
+//! connections (`HERALD_CONNECTION_RATE_LIMIT`).
 
 use std::time::Instant;
 
 /// Token bucket: `rate` commands per second with a burst of the same size; a rate of
 /// 0 allows everything.
-pub(super) struct RateLimit {
+pub(crate) struct RateLimit {
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -12,7 +13,7 @@ pub(super) struct RateLimit {
 
 impl RateLimit {
     /// A full bucket.
-    pub(super) fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         RateLimit {
             rate: f64::from(rate),
             tokens: f64::from(rate),
@@ -21,7 +22,7 @@ impl RateLimit {
     }
 
     /// Takes a token if there is one.
-    pub(super) fn allow(&mut self) -> bool {
+    pub(crate) fn allow(&mut self) -> bool {
         if self.rate <= 0.0 {
             return true;
         }

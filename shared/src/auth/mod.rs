@@ -4,29 +4,35 @@
 //! `connect` (connection token) and every subscribe to a private channel (subscription
 //! token). The algorithm is pinned by configuration: a token whose header names any other
 //! algorithm is rejected, and `alg: none` is never accepted (the `jsonwebtoken` crate cannot
-//! even parse it). Claims follow Centrifugo: `sub`, `exp`, `info`, `channels` in connection
-//! tokens; `channel`, `client`, `info` in subscription tokens.
+//! even parse it). Claims follow Centrifugo: `sub`, `exp`, `expire_at`, `info`, `b64info`,
+//! `channels`, `subs`, `meta` in connection tokens; `channel`, `client`, `info` in
+//! subscription tokens. During a key rotation a previous HMAC secret is still accepted
+//! until a configured time.
 //!
 //! # Layout
 //! - this file: configuration, keys, claims and the error type.
 //! - `verify`: the [`Verifier`], built once and shared by every connection.
+//! - `claims`: a connection token's claims as written, bounded and decoded.
 //! - `mint`: [`mint()`], signing tokens for quick starts, tests and `herald-node token`.
 //! - `tests`, `key_tests`: unit tests (HMAC and claims; public keys, key configuration).
 
+mod claims;
 mod mint;
 mod verify;
 
+#[cfg(test)]
+mod claim_tests;
 #[cfg(test)]
 mod key_tests;
 #[cfg(test)]
 mod tests;
 
+pub use claims::{MAX_CLAIMED_CHANNELS, MAX_INFO_BYTES, MAX_META_BYTES, MAX_SUB_DATA_BYTES};
 pub use jsonwebtoken::Algorithm;
 pub use mint::mint;
 pub use verify::Verifier;
 
 use crate::protocol::RawJson;
-use std::collections::HashMap;
 use std::fmt;
 
 /// Largest `leeway_secs` accepted. Larger values are almost certainly a unit mistake
@@ -114,6 +120,29 @@ pub struct AuthConfig {
     /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 0; at most
     /// [`MAX_LEEWAY_SECS`].
     pub leeway_secs: u64,
+    /// The HMAC secret being rotated out: a token whose signature fails with `key` is
+    /// checked with this one too, until `valid_until`. Only with an HMAC `key`.
+    pub previous: Option<PreviousKey>,
+}
+
+/// The previous HMAC secret during a key rotation (Centrifugo's
+/// `token.hmac_previous_secret_key` and `..._valid_until`).
+#[derive(Clone)]
+pub struct PreviousKey {
+    /// The old shared secret, raw bytes.
+    pub secret: Vec<u8>,
+    /// Unix seconds after which the old secret is refused; `None`: accepted until the
+    /// setting is removed.
+    pub valid_until: Option<u64>,
+}
+
+impl fmt::Debug for PreviousKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreviousKey")
+            .field("secret", &"<redacted>")
+            .field("valid_until", &self.valid_until)
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -125,6 +154,7 @@ impl AuthConfig {
             audience: None,
             issuer: None,
             leeway_secs: 0,
+            previous: None,
         }
     }
 
@@ -134,32 +164,72 @@ impl AuthConfig {
     }
 }
 
-/// What a valid connection token says about the user.
+/// What a valid connection token says about the user: the one thing a token (or a
+/// connect proxy) produces for a connection.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionClaims {
     /// `sub`: the user id. Empty when the claim is absent (an anonymous user).
     pub sub: String,
-    /// `exp`: unix seconds after which the connection must refresh; `None` = never expires.
+    /// `exp`: unix seconds after which the token itself is invalid; `None` = never.
     pub exp: Option<u64>,
-    /// `info`: arbitrary JSON kept verbatim, attached to presence and publications.
+    /// When the connection expires and must refresh, unix seconds; `None` = never. The
+    /// `expire_at` claim when present (`0` = never), else `exp`, as in Centrifugo.
+    pub expire_at: Option<u64>,
+    /// `info` (or `b64info` decoded, which wins): JSON kept verbatim, attached to presence
+    /// and publications. At most [`MAX_INFO_BYTES`].
     pub info: Option<RawJson>,
-    /// `channels`: channels the node subscribes the connection to server-side at connect.
+    /// `channels`: channels the node subscribes the connection to server-side at connect,
+    /// with the namespace's options. Ignored when `subs` is not empty (as in Centrifugo).
     pub channels: Vec<String>,
-    /// `subs`: more server-side subscriptions at connect, each with its own options
-    /// (Centrifugo's `subs`; set by the connect proxy's answer).
-    pub subs: HashMap<String, SubClaims>,
-    /// `meta`: JSON kept with the connection, never shown to clients; the backend proxy
-    /// sends it with the connection's later requests.
+    /// `subs`: server-side subscriptions with per-channel options.
+    pub subs: std::collections::BTreeMap<String, SubscribeOptions>,
+    /// `meta`: JSON kept server-side with the connection (for proxies), never sent to
+    /// clients. At most [`MAX_META_BYTES`].
     pub meta: Option<RawJson>,
 }
 
-/// Options of one server-side subscription in [`ConnectionClaims::subs`].
-#[derive(Clone, Debug, Default)]
-pub struct SubClaims {
-    /// `info`: the subscriber's channel info (`chan_info`).
+impl ConnectionClaims {
+    /// The server-side subscriptions: `subs` when it has any, else `channels` with
+    /// default options.
+    pub fn server_side(&self) -> Vec<(String, SubscribeOptions)> {
+        if !self.subs.is_empty() {
+            return self
+                .subs
+                .iter()
+                .map(|(c, o)| (c.clone(), o.clone()))
+                .collect();
+        }
+        self.channels
+            .iter()
+            .map(|c| (c.clone(), SubscribeOptions::default()))
+            .collect()
+    }
+}
+
+/// Options of one server-side subscription from the `subs` claim.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubscribeOptions {
+    /// `info` (or `b64info` decoded): the subscriber's `chan_info`.
     pub info: Option<RawJson>,
-    /// `data`: sent to the client in that subscription's part of the connect reply.
+    /// `data` (or `b64data` decoded): sent in the subscription's result.
     pub data: Option<RawJson>,
+    /// `override`: namespace options changed for this subscription.
+    pub override_: SubscribeOverride,
+}
+
+/// Namespace options a `subs` entry overrides (`None`: the namespace's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscribeOverride {
+    /// `presence`: the subscriber appears in presence.
+    pub presence: Option<bool>,
+    /// `join_leave`: the subscriber's join and leave are announced.
+    pub join_leave: Option<bool>,
+    /// `force_push_join_leave`: the subscriber receives join and leave pushes.
+    pub force_push_join_leave: Option<bool>,
+    /// `force_recovery`: recovery on for this subscription.
+    pub force_recovery: Option<bool>,
+    /// `force_positioning`: stream positions sent for this subscription.
+    pub force_positioning: Option<bool>,
 }
 
 /// What a valid subscription token (private channels) grants.
@@ -212,6 +282,19 @@ pub struct MintClaims {
     /// (connection tokens; Centrifugo's meaning).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// `subs`: server-side subscriptions with options, as Centrifugo writes them
+    /// (`{"chan": {"info": ..., "override": {"force_recovery": {"value": true}}}}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subs: Option<serde_json::Value>,
+    /// `expire_at`: connection expiry, unix seconds (`0` = never), instead of `exp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<u64>,
+    /// `b64info`: base64 of the info (wins over `info`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b64info: Option<String>,
+    /// `meta`: server-side JSON about the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
     /// `info`: arbitrary JSON about the user or subscription.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Value>,

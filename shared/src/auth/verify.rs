@@ -1,14 +1,16 @@
 //! The [`Verifier`]: checks a token's signature, algorithm and time claims, then reads
 //! the claims Herald uses.
 
+use super::claims::{WireConnection, WireSubscribeOptions};
 use super::{
-    fits, pem_label, AuthConfig, AuthError, ConnectionClaims, SubscriptionClaims, VerifyKey,
-    MAX_LEEWAY_SECS,
+    fits, now_secs, pem_label, AuthConfig, AuthError, ConnectionClaims, SubscriptionClaims,
+    VerifyKey, MAX_LEEWAY_SECS,
 };
 use crate::protocol::RawJson;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ pub struct Verifier {
 struct Inner {
     /// The parsed public key or secret.
     key: DecodingKey,
+    /// The HMAC secret being rotated out, and the unix second after which it is refused.
+    previous: Option<(DecodingKey, Option<u64>)>,
     /// Pinned algorithm, leeway, audience and issuer rules, in `jsonwebtoken`'s terms.
     validation: Validation,
 }
@@ -63,6 +67,18 @@ impl Verifier {
             )));
         }
         let key = decoding_key(&cfg.key)?;
+        let previous = match &cfg.previous {
+            None => None,
+            Some(_) if !matches!(cfg.key, VerifyKey::Hmac(_)) => {
+                return Err(AuthError::Key(
+                    "a previous secret is only for HMAC keys".into(),
+                ))
+            }
+            Some(p) => Some((
+                decoding_key(&VerifyKey::Hmac(p.secret.clone()))?,
+                p.valid_until,
+            )),
+        };
         // Build the verifier `jsonwebtoken` would build per token once now, so that a key
         // of the wrong curve fails at start-up instead of on every connect.
         if let Err(e) = jsonwebtoken::crypto::verify("", b"", &key, alg) {
@@ -91,7 +107,11 @@ impl Verifier {
             validation.required_spec_claims.insert("iss".into());
         }
         Ok(Verifier {
-            inner: Arc::new(Inner { key, validation }),
+            inner: Arc::new(Inner {
+                key,
+                previous,
+                validation,
+            }),
         })
     }
 
@@ -109,13 +129,17 @@ impl Verifier {
         if claims.channel.is_some() {
             return Err(invalid("subscription token used as a connection token"));
         }
-        Ok(ConnectionClaims {
-            sub: claims.sub.unwrap_or_default(),
+        WireConnection {
+            sub: claims.sub,
             exp: claims.exp,
+            expire_at: claims.expire_at,
             info: claims.info,
-            channels: claims.channels.unwrap_or_default(),
-            ..Default::default()
-        })
+            b64info: claims.b64info,
+            channels: claims.channels,
+            subs: claims.subs,
+            meta: claims.meta,
+        }
+        .into_claims()
     }
 
     /// Verifies a subscription token (the `token` of a `subscribe` to a private channel).
@@ -147,9 +171,19 @@ impl Verifier {
             }
             _ => map_error(&e),
         })?;
-        jsonwebtoken::decode::<TokenClaims>(token, &self.inner.key, &self.inner.validation)
-            .map(|data| data.claims)
-            .map_err(|e| map_error(&e))
+        let first =
+            jsonwebtoken::decode::<TokenClaims>(token, &self.inner.key, &self.inner.validation);
+        match (first, &self.inner.previous) {
+            (Err(e), Some((previous, valid_until)))
+                if matches!(e.kind(), ErrorKind::InvalidSignature)
+                    && valid_until.is_none_or(|until| now_secs() <= until) =>
+            {
+                jsonwebtoken::decode::<TokenClaims>(token, previous, &self.inner.validation)
+                    .map(|data| data.claims)
+                    .map_err(|e| map_error(&e))
+            }
+            (first, _) => first.map(|data| data.claims).map_err(|e| map_error(&e)),
+        }
     }
 }
 
@@ -162,12 +196,24 @@ struct TokenClaims {
     /// Expiry, unix seconds; integer or float as `jsonwebtoken` itself accepts.
     #[serde(default, deserialize_with = "unix_time")]
     exp: Option<u64>,
+    /// Connection expiry instead of `exp` (0 = never).
+    #[serde(default, deserialize_with = "unix_time")]
+    expire_at: Option<u64>,
     /// Arbitrary JSON, kept verbatim.
     #[serde(default)]
     info: Option<RawJson>,
+    /// Base64 of the info; wins over `info`.
+    #[serde(default)]
+    b64info: Option<String>,
     /// Channels the connection is subscribed to server-side at connect.
     #[serde(default)]
     channels: Option<Vec<String>>,
+    /// Server-side subscriptions with options; wins over `channels`.
+    #[serde(default)]
+    subs: Option<BTreeMap<String, WireSubscribeOptions>>,
+    /// Server-side data about the connection.
+    #[serde(default)]
+    meta: Option<RawJson>,
     /// The channel a subscription token grants.
     #[serde(default)]
     channel: Option<String>,

@@ -150,8 +150,9 @@ pub struct RefreshResult {
 /// Result of `history`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryResult {
-    /// The publications asked for, oldest first unless `reverse`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The publications asked for, oldest first unless `reverse`. Written even when
+    /// empty, as Centrifugo does.
+    #[serde(default)]
     pub publications: Vec<Publication>,
     /// Identity of the channel's stream.
     #[serde(default)]

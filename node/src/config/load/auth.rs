@@ -1,7 +1,9 @@
 //! The token verification settings (`HERALD_TOKEN_*`): at most one key kind, an
 //! algorithm that fits it, never `none`.
 
-use herald_shared::auth::{Algorithm, AuthConfig, Verifier, VerifyKey, MAX_LEEWAY_SECS};
+use herald_shared::auth::{
+    Algorithm, AuthConfig, PreviousKey, Verifier, VerifyKey, MAX_LEEWAY_SECS,
+};
 use herald_shared::config::{ConfigError, Reader, Settings, Value};
 
 const ENV_TOKEN_HMAC_SECRET: &str = "HERALD_TOKEN_HMAC_SECRET";
@@ -14,6 +16,9 @@ const ENV_TOKEN_ALGORITHM: &str = "HERALD_TOKEN_ALGORITHM";
 const ENV_TOKEN_AUDIENCE: &str = "HERALD_TOKEN_AUDIENCE";
 const ENV_TOKEN_ISSUER: &str = "HERALD_TOKEN_ISSUER";
 const ENV_TOKEN_LEEWAY: &str = "HERALD_TOKEN_LEEWAY";
+const ENV_TOKEN_HMAC_PREVIOUS_SECRET: &str = "HERALD_TOKEN_HMAC_PREVIOUS_SECRET";
+const ENV_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL: &str =
+    "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL";
 
 /// Every algorithm a key can be used with, by name as in JWT headers.
 const ALGORITHMS: &[(&str, Algorithm)] = &[
@@ -95,6 +100,7 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
     let leeway = Slot::read(s, ENV_TOKEN_LEEWAY, |t| {
         herald_shared::config::parse_int_in(t, &(..=MAX_LEEWAY_SECS))
     });
+    let previous = previous_secret(s);
 
     let given: Vec<&str> = keys
         .iter()
@@ -116,6 +122,7 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
         if given.is_empty() {
             // Without a key nothing is verified: these settings would silently do nothing.
             let orphans = [
+                (ENV_TOKEN_HMAC_PREVIOUS_SECRET, previous.is_some()),
                 (ENV_TOKEN_ALGORITHM, !algorithm.is_unset()),
                 (ENV_TOKEN_AUDIENCE, audience.is_some()),
                 (ENV_TOKEN_ISSUER, issuer.is_some()),
@@ -153,6 +160,14 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
             alg
         }
     };
+    if previous.is_some() && !matches!(key, VerifyKey::Hmac(_)) {
+        s.report(ConfigError::new(
+            ENV_TOKEN_HMAC_PREVIOUS_SECRET,
+            "",
+            format!("needs {ENV_TOKEN_HMAC_SECRET}: it is the HMAC secret being rotated out"),
+        ));
+        return None;
+    }
     let config = AuthConfig {
         algorithm,
         key,
@@ -162,6 +177,7 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
             Slot::Set(_, secs) => secs,
             Slot::Unset | Slot::Bad => 0,
         },
+        previous,
     };
     match Verifier::new(&config) {
         Ok(_) => Some(config),
@@ -170,6 +186,104 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
             None
         }
     }
+}
+
+/// `HERALD_TOKEN_HMAC_PREVIOUS_SECRET` and its `_VALID_UNTIL` (unix seconds, or an
+/// RFC 3339 time such as `2026-12-31T23:59:59Z`). A valid-until without the secret is an
+/// error: it would silently do nothing.
+fn previous_secret(s: &mut Settings<'_>) -> Option<PreviousKey> {
+    let secret = Slot::read(s, ENV_TOKEN_HMAC_PREVIOUS_SECRET, hmac_secret);
+    let until = Slot::read(
+        s,
+        ENV_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL,
+        unix_or_rfc3339,
+    );
+    match (secret, until) {
+        (Slot::Unset, Slot::Set(v, _)) => {
+            s.report(v.error(format!(
+                "has no effect without {ENV_TOKEN_HMAC_PREVIOUS_SECRET}"
+            )));
+            None
+        }
+        (Slot::Set(_, VerifyKey::Hmac(secret)), Slot::Set(_, at)) => Some(PreviousKey {
+            secret,
+            valid_until: Some(at),
+        }),
+        (Slot::Set(_, VerifyKey::Hmac(secret)), Slot::Unset) => Some(PreviousKey {
+            secret,
+            valid_until: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Unix seconds, or RFC 3339 (`2026-12-31T23:59:59Z`, `2026-12-31T23:59:59+02:00`,
+/// fractions of a second dropped).
+pub(super) fn unix_or_rfc3339(text: &str) -> Result<u64, String> {
+    const HELP: &str = "expected unix seconds or an RFC 3339 time such as 2026-12-31T23:59:59Z";
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| HELP.to_string());
+    }
+    rfc3339(text).ok_or_else(|| HELP.to_string())
+}
+
+fn rfc3339(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let r = rest.as_bytes();
+            if r.len() != 6 || r[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm), 1970-01-01 = day 0.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
+    u64::try_from(secs).ok()
 }
 
 fn hmac_secret(text: &str) -> Result<VerifyKey, String> {

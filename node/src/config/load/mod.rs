@@ -61,6 +61,8 @@ const ENV_QUEUE_MAX_BYTES: &str = "HERALD_QUEUE_MAX_BYTES";
 const MIN_QUEUE_BYTES: usize = 1 << 10;
 const ENV_ALLOWED_ORIGINS: &str = "HERALD_ALLOWED_ORIGINS";
 const ENV_MAX_API_BODY: &str = "HERALD_MAX_API_BODY";
+const ENV_USER_CONNECTION_LIMIT: &str = "HERALD_USER_CONNECTION_LIMIT";
+const ENV_CONNECTION_RATE_LIMIT: &str = "HERALD_CONNECTION_RATE_LIMIT";
 /// Smallest `HERALD_MAX_API_BODY`: room for one small publish command.
 const MIN_API_BODY: usize = 128;
 
@@ -333,6 +335,8 @@ fn limits(s: &mut Settings<'_>) -> Limits {
         queue_max_bytes: s.bytes(ENV_QUEUE_MAX_BYTES, d.queue_max_bytes, MIN_QUEUE_BYTES..),
         allowed_origins: s.list_with(ENV_ALLOWED_ORIGINS, check_origin),
         max_api_body: s.bytes(ENV_MAX_API_BODY, d.max_api_body, MIN_API_BODY..),
+        user_connection_limit: s.int(ENV_USER_CONNECTION_LIMIT, d.user_connection_limit, ..),
+        connection_rate_limit: s.int(ENV_CONNECTION_RATE_LIMIT, d.connection_rate_limit, ..),
     }
 }
 

@@ -526,3 +526,134 @@ fn origins_and_nats_urls_are_checked() {
         assert!(check_nats_url(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn previous_hmac_secret_and_its_valid_until() {
+    let c = load_pairs(&[
+        ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+        (
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+            "the-old-secret-0123456789",
+        ),
+        (
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+            "2026-12-31T23:59:59Z",
+        ),
+    ])
+    .expect("loads");
+    let p = c.auth.unwrap().previous.unwrap();
+    assert_eq!(p.secret, b"the-old-secret-0123456789");
+    assert_eq!(p.valid_until, Some(1_798_761_599));
+    let unix = load_pairs(&[
+        ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+        (
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+            "the-old-secret-0123456789",
+        ),
+        (
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+            "1798761599",
+        ),
+    ])
+    .expect("loads");
+    assert_eq!(
+        unix.auth.unwrap().previous.unwrap().valid_until,
+        Some(1_798_761_599)
+    );
+    // Bad values, and settings that would do nothing, name their setting.
+    for (pairs, named) in [
+        (
+            vec![
+                ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+                ("HERALD_TOKEN_HMAC_PREVIOUS_SECRET", "short"),
+            ],
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+        ),
+        (
+            vec![
+                ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+                (
+                    "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+                    "1798761599",
+                ),
+            ],
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+        ),
+        (
+            vec![
+                ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+                (
+                    "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+                    "the-old-secret-0123456789",
+                ),
+                (
+                    "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+                    "next tuesday",
+                ),
+            ],
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL",
+        ),
+        (
+            vec![(
+                "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+                "the-old-secret-0123456789",
+            )],
+            "HERALD_TOKEN_HMAC_PREVIOUS_SECRET",
+        ),
+    ] {
+        let errs = errors(&pairs);
+        assert_eq!(settings_named(&errs), [named], "{pairs:?}");
+    }
+}
+
+#[test]
+fn rfc3339_times() {
+    use super::auth::unix_or_rfc3339 as t;
+    assert_eq!(t("0"), Ok(0));
+    assert_eq!(t("1970-01-01T00:00:00Z"), Ok(0));
+    assert_eq!(t("2000-02-29T12:00:00Z"), Ok(951_825_600));
+    assert_eq!(t("2026-12-31T23:59:59.123Z"), Ok(1_798_761_599));
+    assert_eq!(t("2027-01-01T01:59:59+02:00"), Ok(1_798_761_599));
+    assert_eq!(t("2026-12-31T18:59:59-05:00"), Ok(1_798_761_599));
+    for bad in [
+        "",
+        "2026-13-01T00:00:00Z",
+        "2026-12-31",
+        "2026-12-31T23:59:59",
+        "1969-12-31T23:59:59Z",
+        "-5",
+        "2026-12-31T23:59:59+2",
+    ] {
+        assert!(t(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn connection_limits() {
+    let c = load_pairs(&[
+        ("HERALD_USER_CONNECTION_LIMIT", "3"),
+        ("HERALD_CONNECTION_RATE_LIMIT", "50"),
+    ])
+    .expect("loads");
+    assert_eq!(c.limits.user_connection_limit, 3);
+    assert_eq!(c.limits.connection_rate_limit, 50);
+    let d = load_pairs(&[]).expect("loads");
+    assert_eq!(
+        (
+            d.limits.user_connection_limit,
+            d.limits.connection_rate_limit
+        ),
+        (0, 0)
+    );
+    let errs = errors(&[
+        ("HERALD_USER_CONNECTION_LIMIT", "-1"),
+        ("HERALD_CONNECTION_RATE_LIMIT", "lots"),
+    ]);
+    assert_eq!(
+        settings_named(&errs),
+        [
+            "HERALD_USER_CONNECTION_LIMIT",
+            "HERALD_CONNECTION_RATE_LIMIT"
+        ]
+    );
+}

@@ -4,7 +4,7 @@
 use super::backend::unusable;
 use super::{to_json, Client, CmdResult, Failure};
 use crate::channel;
-use crate::channel::control::attach_server_side;
+use crate::channel::control::{attach_server_side, ServerSide};
 use crate::config::{NamespaceOptions, ProxyKind};
 use crate::conn::outbound::CloseReason;
 use crate::conn::Identity;
@@ -12,11 +12,11 @@ use crate::metrics;
 use crate::node::Node;
 use crate::proxy::wire::{self, ProxyRequest};
 use bytes::Bytes;
-use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubClaims};
+use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubscribeOptions};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
 use herald_shared::protocol::reply::{encode_reply, RefreshResult};
 use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, RawJson, StreamPosition};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 /// Verifies the token (or asks the connect proxy, or allows an anonymous connect), then
@@ -66,7 +66,8 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
 fn anonymous(c: &Client) -> Result<(ConnectionClaims, Option<RawJson>), Failure> {
     if !c.node.config.allow_anonymous {
         metrics::connect("unauthorized");
-        return Err(Failure::Close(DisconnectCode::InvalidToken));
+        // No credentials: Centrifugo closes 3501 "bad request".
+        return Err(Failure::Close(DisconnectCode::BadRequest));
     }
     Ok((ConnectionClaims::default(), None))
 }
@@ -91,19 +92,27 @@ async fn proxy_connect(
     };
     let info = wire::pick(r.info, &r.b64info).map_err(|w| unusable(kind, w))?;
     let data = wire::pick(r.data, &r.b64data).map_err(|w| unusable(kind, w))?;
-    let mut subs = HashMap::with_capacity(r.subs.len());
+    let mut subs = BTreeMap::new();
     for (channel, o) in r.subs {
-        let sub = SubClaims {
+        let sub = SubscribeOptions {
             info: wire::pick(o.info, &o.b64info).map_err(|w| unusable(kind, w))?,
             data: wire::pick(o.data, &o.b64data).map_err(|w| unusable(kind, w))?,
+            ..Default::default()
         };
         subs.insert(channel, sub);
     }
+    // The proxy's `channels` and `subs` both subscribe (a channel in both takes the
+    // `subs` options).
+    for channel in r.channels {
+        subs.entry(channel).or_default();
+    }
+    let expire_at = wire::unix(r.expire_at);
     let claims = ConnectionClaims {
         sub: r.user,
-        exp: wire::unix(r.expire_at),
+        exp: expire_at,
+        expire_at,
         info,
-        channels: r.channels,
+        channels: Vec::new(),
         subs,
         meta: r.meta,
     };
@@ -111,13 +120,13 @@ async fn proxy_connect(
 }
 
 /// Fixes the identity from `claims` (a verified token's or the connect proxy's: one
-/// path for both), subscribes the connection server-side to the claims' `channels` and
-/// `subs` (as Centrifugo does; recovering those the request's `subs` asks to), and
-/// queues the reply itself, before the subscriptions go live.
+/// path for both), subscribes the connection server-side to the claims' `subs` (else
+/// its `channels`, as Centrifugo does; recovering those the request's `subs` asks to),
+/// and queues the reply itself, before the subscriptions go live.
 ///
 /// A connection the connect proxy admitted with an `expire_at` is refreshed by the
 /// refresh proxy when that is on (server-side: the reply says it does not expire);
-/// otherwise `expire_at` works as a token's `exp`.
+/// otherwise `expire_at` works as a token's.
 async fn establish(
     c: &mut Client,
     id: u32,
@@ -128,34 +137,43 @@ async fn establish(
     by_proxy: bool,
 ) -> CmdResult {
     let node = c.node.clone();
-    let ConnectionClaims {
-        sub: user,
-        exp,
-        info,
-        channels,
-        mut subs,
-        meta,
-    } = claims;
-    if by_proxy && exp.is_some_and(|e| e <= now_secs()) {
+    let claimed = claimed_channels(&node, claims.server_side())?;
+    // Counted on this node, as Centrifugo's `client.user_connection_limit` is.
+    let limit = node.config.limits.user_connection_limit;
+    if limit > 0 && !claims.sub.is_empty() && node.registry.find(&claims.sub, None).len() >= limit {
+        metrics::connect("user_connection_limit");
+        return Err(Failure::Close(DisconnectCode::ConnectionLimit));
+    }
+    let now = now_secs();
+    if by_proxy && claims.expire_at.is_some_and(|e| e <= now) {
         metrics::connect("expired");
         return Err(Failure::Close(DisconnectCode::Expired));
     }
-    let claimed = claimed_channels(&node, channels.into_iter().chain(subs.keys().cloned()))?;
+    // An `expire_at` already past is refused with 110, as Centrifugo does (its `exp`, if
+    // any, was valid: that case is 109 above).
+    if claims.expire_at.is_some_and(|at| at < now) {
+        metrics::connect("expired");
+        return Err(ErrorCode::Expired.into());
+    }
+    let user = claims.sub;
     c.conn.set_identity(Identity {
         client: client.clone(),
         user: user.clone(),
-        info,
+        info: claims.info,
+        meta: claims.meta.clone(),
     });
+    let exp = claims.expire_at;
+    // Refreshed by the refresh proxy (server-side): the reply says it does not expire.
     let server_refresh = by_proxy && c.proxied(ProxyKind::Refresh);
     let client_exp = if server_refresh { None } else { exp };
-    let ttl = client_exp.map(|e| e.saturating_sub(now_secs()));
+    let ttl = client_exp.map(|e| e.saturating_sub(now));
     c.conn
         .expires_at
         .store(client_exp.unwrap_or(0), Ordering::Relaxed);
     if server_refresh {
         c.backend.refresh_at = exp;
     }
-    c.backend.meta = meta;
+    c.backend.meta = claims.meta;
     if !node.config.proxy.after_connect() {
         // No later proxy call will send them: the connection does not keep them.
         c.backend.headers = Vec::new();
@@ -165,9 +183,9 @@ async fn establish(
     tracing::debug!(client.addr = %c.conn.remote, client = %client, user = %user, "connected");
 
     // Server-side subscriptions are answered inside the connect reply.
-    let mut replies = HashMap::new();
+    let mut subs = HashMap::new();
     let mut go_live = Vec::new();
-    for (channel, ns) in claimed {
+    for (channel, ns, options) in claimed {
         let recover = req
             .subs
             .get(&channel)
@@ -176,11 +194,17 @@ async fn establish(
                 offset: sr.offset,
                 epoch: sr.epoch.clone(),
             });
-        let options = subs.remove(&channel).unwrap_or_default();
-        match attach_server_side(&node, &c.conn, &channel, ns, options.info, recover).await {
+        let o = &options.override_;
+        let side = ServerSide {
+            chan_info: options.info.clone(),
+            recover,
+            push_join_leave: o.force_push_join_leave.unwrap_or(ns.force_push_join_leave),
+            recovery: o.force_recovery.unwrap_or(ns.recovery),
+        };
+        match attach_server_side(&node, &c.conn, &channel, ns, side).await {
             Ok((mut result, position)) => {
-                result.data = options.data;
-                replies.insert(channel.clone(), result);
+                result.data = options.data.clone();
+                subs.insert(channel.clone(), result);
                 go_live.push((channel, position));
             }
             // The session's cleanup detaches what was attached; the client reconnects.
@@ -193,7 +217,7 @@ async fn establish(
         expires: ttl.is_some(),
         ttl: ttl.map(|t| t.min(u64::from(u32::MAX)) as u32).unwrap_or(0),
         data,
-        subs: replies,
+        subs,
         ping: c.node.config.ping_interval.as_secs() as u32,
         pong: true,
         node: c.node.config.node_id.clone(),
@@ -243,21 +267,24 @@ pub(in crate::session) async fn refresh_by_proxy(c: &mut Client) -> Option<Close
     }
 }
 
+/// A server-side subscription: a channel, its namespace and the claim's options.
+type Claimed<'a> = (String, &'a NamespaceOptions, SubscribeOptions);
+
 /// The claim's channels with their namespaces, each once, checked before the connection
 /// is anything: a bad name or an unknown namespace fails the connect with that error
 /// (Centrifugo answers 102 for an unknown one), more channels than a connection may
 /// hold close it 3505 (channel limit).
 fn claimed_channels(
     node: &Node,
-    channels: impl Iterator<Item = String>,
-) -> Result<Vec<(String, &NamespaceOptions)>, Failure> {
-    let mut claimed: Vec<(String, &NamespaceOptions)> = Vec::new();
-    for channel in channels {
-        if claimed.iter().any(|(have, _)| *have == channel) {
+    channels: Vec<(String, SubscribeOptions)>,
+) -> Result<Vec<Claimed<'_>>, Failure> {
+    let mut claimed: Vec<Claimed<'_>> = Vec::with_capacity(channels.len());
+    for (channel, options) in channels {
+        if claimed.iter().any(|(have, _, _)| *have == channel) {
             continue;
         }
         let ns = channel::namespace(node, &channel)?;
-        claimed.push((channel, ns));
+        claimed.push((channel, ns, options));
     }
     if claimed.len() > node.config.limits.max_channels_per_connection {
         return Err(Failure::Close(DisconnectCode::ChannelLimit));
@@ -272,7 +299,8 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
     };
     let claims = match verifier.verify_connection(&req.token) {
         Ok(claims) => claims,
-        Err(AuthError::Expired) => return Err(ErrorCode::TokenExpired.into()),
+        // As Centrifugo: an expired refresh token ends the connection (3005).
+        Err(AuthError::Expired) => return Err(Failure::Close(DisconnectCode::Expired)),
         Err(_) => return Err(Failure::Close(DisconnectCode::InvalidToken)),
     };
     let Some(ident) = c.conn.identity().cloned() else {
@@ -281,13 +309,13 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
     if claims.sub != ident.user {
         return Err(Failure::Close(DisconnectCode::InvalidToken));
     }
-    let exp = claims.exp.unwrap_or(0);
+    let exp = claims.expire_at.unwrap_or(0);
     c.conn.expires_at.store(exp, Ordering::Relaxed);
+    // As Centrifugo: only `expires` and `ttl` (client and version are the connect's).
     let r = RefreshResult {
-        client: ident.client,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
         expires: exp != 0,
         ttl: exp.saturating_sub(now_secs()) as u32,
+        ..Default::default()
     };
     Ok(Some(to_json(&r)))
 }
@@ -428,7 +456,7 @@ mod tests {
         let r = connect(&mut c, 1, ConnectRequest::default()).await;
         assert_eq!(
             r,
-            Err(Failure::Close(DisconnectCode::InvalidToken)),
+            Err(Failure::Close(DisconnectCode::BadRequest)),
             "anonymous off"
         );
         let mut anon = fresh(|c| c.allow_anonymous = true);

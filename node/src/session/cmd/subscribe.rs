@@ -224,7 +224,9 @@ fn authorize(
                     expires_at: t.exp.unwrap_or(0),
                 })
             }
-            Ok(_) => Err(ErrorCode::PermissionDenied.into()),
+            // A good token for another channel, user or connection: Centrifugo closes
+            // 3500 "invalid token".
+            Ok(_) => Err(Failure::Close(DisconnectCode::InvalidToken)),
             Err(AuthError::Expired) => Err(ErrorCode::TokenExpired.into()),
             Err(_) => Err(ErrorCode::PermissionDenied.into()),
         };
@@ -339,7 +341,7 @@ mod tests {
         };
         assert_eq!(
             subscribe(&mut c, 2, stolen).await,
-            Err(ErrorCode::PermissionDenied.into())
+            Err(Failure::Close(DisconnectCode::InvalidToken))
         );
         let refresh = SubRefreshRequest {
             channel: "$private".into(),
