@@ -9,10 +9,9 @@ use crate::broker::BrokerEvents;
 use crate::channel::control;
 use crate::hub::Hub;
 use crate::node::Node;
-use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{Broadcast, DisconnectCode};
 use std::sync::{Arc, Weak};
 
 /// The node's side of its broker.
@@ -32,12 +31,12 @@ impl NodeEvents {
 }
 
 impl BrokerEvents for NodeEvents {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.hub.publish(channel, offset, message);
+    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>) {
+        self.hub.publish(channel, offset, push);
     }
 
-    fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
-        self.hub.join_leave(channel, message, force);
+    fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) {
+        self.hub.join_leave(channel, push, force);
     }
 
     fn resync(&self, channel: &str) {

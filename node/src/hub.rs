@@ -1,8 +1,10 @@
 //! The hub: which local connections are subscribed to which channel, and fan-out.
 //!
-//! A publication reaches the hub already encoded (one `Bytes` for all recipients); the
-//! hub appends a clone to each subscriber's outbound queue. Nothing is allocated per
-//! recipient beyond the queue slot.
+//! A publication reaches the hub as a [`Broadcast`]: encoded at most once per encoding
+//! (JSON, Protobuf), on the first subscriber that needs that form, into one `Bytes` for
+//! all its recipients; the hub appends a clone to each subscriber's outbound queue.
+//! Nothing is allocated per recipient beyond the queue slot, and a channel without a
+//! Protobuf subscriber never pays for a Protobuf encoding.
 //!
 //! A subscriber that is still being set up (its subscribe is reading history to
 //! recover) is "syncing": publications for it are held back with their offsets, and
@@ -11,7 +13,7 @@
 
 use crate::conn::outbound::{Outbound, Pushed};
 use bytes::Bytes;
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{Broadcast, DisconnectCode, Encoding};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ struct Subscriber {
     conn_id: u64,
     /// Its outbound queue.
     out: Arc<Outbound>,
+    /// The queue's encoding, kept here to pick the form of a fan-out without a call.
+    encoding: Encoding,
     /// It asked for join/leave pushes.
     join_leave: bool,
     /// `Some` while syncing: publications (offset, bytes) held back until go-live.
@@ -117,6 +121,7 @@ impl Hub {
         ch.subs.retain(|s| s.conn_id != conn_id);
         ch.subs.push(Subscriber {
             conn_id,
+            encoding: out.encoding(),
             out,
             join_leave,
             pending: syncing.then(Vec::new),
@@ -165,8 +170,9 @@ impl Hub {
         true
     }
 
-    /// Delivers an encoded publication with its offset to every local subscriber.
-    pub fn publish(&self, channel: &str, offset: u64, message: &Bytes) -> Fanout {
+    /// Delivers a publication push with its offset to every local subscriber, each in
+    /// its connection's encoding.
+    pub fn publish(&self, channel: &str, offset: u64, push: &Broadcast<'_>) -> Fanout {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
@@ -174,6 +180,7 @@ impl Hub {
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
         for sub in ch.subs.iter_mut() {
+            let message = push.get(sub.encoding);
             match sub.pending.as_mut() {
                 Some(pending) => {
                     sub.pending_bytes += message.len();
@@ -199,7 +206,7 @@ impl Hub {
     }
 
     /// Delivers a join or leave push to the subscribers that want them (`force`: all).
-    pub fn join_leave(&self, channel: &str, message: &Bytes, force: bool) -> Fanout {
+    pub fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) -> Fanout {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
@@ -209,7 +216,7 @@ impl Hub {
             if !(force || sub.join_leave) || sub.pending.is_some() {
                 continue;
             }
-            match sub.out.push(message.clone()) {
+            match sub.out.push(push.get(sub.encoding).clone()) {
                 Pushed::Queued => f.delivered += 1,
                 Pushed::Slow => f.slow += 1,
                 Pushed::Closing => {}
@@ -257,9 +264,27 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_shared::protocol::{ClientInfo, Publication, PushBody, RawJson};
 
     fn queue() -> Arc<Outbound> {
         Arc::new(Outbound::new(1 << 20))
+    }
+
+    fn publication(offset: u64) -> Publication {
+        Publication {
+            data: RawJson::parse(&format!("{{\"n\":{offset}}}")).unwrap(),
+            info: None,
+            offset,
+            tags: Default::default(),
+        }
+    }
+
+    /// Publishes `offset`'s publication; returns its JSON form.
+    fn publish(hub: &Hub, offset: u64) -> Bytes {
+        let p = publication(offset);
+        let push = Broadcast::new("c", PushBody::Pub(&p));
+        hub.publish("c", offset, &push);
+        Encoding::Json.push("c", &PushBody::Pub(&p))
     }
 
     #[test]
@@ -268,14 +293,56 @@ mod tests {
         let (a, b) = (queue(), queue());
         assert!(hub.add("c", 1, a.clone(), false, false));
         assert!(!hub.add("c", 2, b.clone(), false, false));
-        let f = hub.publish("c", 1, &Bytes::from_static(b"m1"));
+        let p = publication(1);
+        let push = Broadcast::new("c", PushBody::Pub(&p));
+        let f = hub.publish("c", 1, &push);
         assert_eq!(f.delivered, 2);
         assert_eq!(a.take().items.len(), 1);
         assert_eq!(b.take().items.len(), 1);
+        assert!(
+            !push.is_encoded(Encoding::Protobuf),
+            "no Protobuf subscriber"
+        );
         assert!(!hub.remove("c", 1));
         assert!(hub.remove("c", 2));
         assert!(!hub.has_subscribers("c"));
-        assert_eq!(hub.publish("c", 2, &Bytes::from_static(b"m2")).delivered, 0);
+        let p = publication(2);
+        let push = Broadcast::new("c", PushBody::Pub(&p));
+        assert_eq!(hub.publish("c", 2, &push).delivered, 0);
+        assert!(!push.is_encoded(Encoding::Json), "nobody: nothing encoded");
+    }
+
+    #[test]
+    fn each_encoding_is_encoded_once_and_shared() {
+        let hub = Hub::new(1 << 20);
+        let json: Vec<_> = (0..3).map(|_| queue()).collect();
+        let protobuf: Vec<_> = (0..3)
+            .map(|_| Arc::new(Outbound::with_encoding(1 << 20, Encoding::Protobuf)))
+            .collect();
+        for (i, q) in json.iter().chain(protobuf.iter()).enumerate() {
+            hub.add("c", i as u64, q.clone(), true, false);
+        }
+        let p = publication(4);
+        let push = Broadcast::new("c", PushBody::Pub(&p));
+        assert_eq!(hub.publish("c", 4, &push).delivered, 6);
+        let first = |q: &Arc<Outbound>| q.take().items.pop_front().unwrap();
+        let j: Vec<Bytes> = json.iter().map(first).collect();
+        let b: Vec<Bytes> = protobuf.iter().map(first).collect();
+        // The same allocation for every recipient of one form: encoded once.
+        assert!(j.iter().all(|m| m.as_ptr() == j[0].as_ptr()));
+        assert!(b.iter().all(|m| m.as_ptr() == b[0].as_ptr()));
+        assert_eq!(j[0], Encoding::Json.push("c", &PushBody::Pub(&p)));
+        assert_eq!(b[0], Encoding::Protobuf.push("c", &PushBody::Pub(&p)));
+        let who = ClientInfo {
+            user: "u".into(),
+            ..Default::default()
+        };
+        let join = Broadcast::new("c", PushBody::Join(&who));
+        assert_eq!(hub.join_leave("c", &join, false).delivered, 6);
+        assert!(join.is_encoded(Encoding::Json) && join.is_encoded(Encoding::Protobuf));
+        let got = protobuf[0].take().items.pop_front().unwrap();
+        assert_eq!(got, Encoding::Protobuf.push("c", &PushBody::Join(&who)));
+        assert!(got.as_ptr() == protobuf[1].take().items[0].as_ptr());
     }
 
     #[test]
@@ -283,18 +350,16 @@ mod tests {
         let hub = Hub::new(1 << 20);
         let q = queue();
         hub.add("c", 1, q.clone(), false, true);
-        for off in 5..=8u64 {
-            hub.publish("c", off, &Bytes::from(format!("p{off}")));
-        }
+        let sent: Vec<Bytes> = (5..=8u64).map(|off| publish(&hub, off)).collect();
         assert!(q.take().items.is_empty(), "held back while syncing");
         // History gave it up to offset 6; 7 and 8 must follow, once, in order.
         assert!(hub.go_live("c", 1, 6));
         let items: Vec<_> = q.take().items.into_iter().collect();
-        assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
-        hub.publish("c", 9, &Bytes::from("p9"));
+        assert_eq!(items, vec![sent[2].clone(), sent[3].clone()]);
+        publish(&hub, 9);
         assert_eq!(q.take().items.len(), 1);
         // A late live copy of something the reply already carried is not sent again.
-        hub.publish("c", 6, &Bytes::from("p6"));
+        publish(&hub, 6);
         assert!(q.take().items.is_empty());
     }
 
@@ -303,7 +368,7 @@ mod tests {
         let hub = Hub::new(4);
         let q = queue();
         hub.add("c", 1, q.clone(), false, true);
-        hub.publish("c", 1, &Bytes::from("12345"));
+        publish(&hub, 1);
         assert_eq!(q.take().close.map(|c| c.code), Some(3010));
     }
 
@@ -313,7 +378,9 @@ mod tests {
         let (a, b) = (queue(), queue());
         hub.add("c", 1, a.clone(), true, false);
         hub.add("c", 2, b.clone(), false, false);
-        assert_eq!(hub.join_leave("c", &Bytes::from("j"), false).delivered, 1);
-        assert_eq!(hub.join_leave("c", &Bytes::from("j"), true).delivered, 2);
+        let who = ClientInfo::default();
+        let j = Broadcast::new("c", PushBody::Join(&who));
+        assert_eq!(hub.join_leave("c", &j, false).delivered, 1);
+        assert_eq!(hub.join_leave("c", &j, true).delivered, 2);
     }
 }

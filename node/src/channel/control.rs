@@ -12,9 +12,8 @@ use crate::conn::{ChannelState, Conn};
 use crate::node::Node;
 use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
-use herald_shared::protocol::reply::{encode_subscribe_push, encode_unsubscribe_push};
 use herald_shared::protocol::{
-    DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
+    DisconnectCode, ErrorCode, PushBody, RawJson, StreamPosition, SubscribeResult,
 };
 use std::borrow::Cow;
 
@@ -45,11 +44,11 @@ pub async fn apply(node: &Node, control: Control) {
         } => {
             for conn in node.registry.find(&user, only(&client)) {
                 if detach(node, &conn, &channel).await {
-                    conn.out.push(encode_unsubscribe_push(
-                        &channel,
-                        unsubscribe::SERVER,
-                        "server unsubscribe",
-                    ));
+                    let body = PushBody::Unsubscribe {
+                        code: unsubscribe::SERVER,
+                        reason: "server unsubscribe",
+                    };
+                    conn.out.push(conn.encoding().push(&channel, &body));
                 }
             }
         }
@@ -83,7 +82,8 @@ pub async fn apply(node: &Node, control: Control) {
                 );
                 match attached.await {
                     Ok((result, up_to)) => {
-                        conn.out.push(encode_subscribe_push(&channel, &result));
+                        let body = PushBody::Subscribe(&result);
+                        conn.out.push(conn.encoding().push(&channel, &body));
                         node.hub.go_live(&channel, conn.id, up_to);
                     }
                     Err(_) => {

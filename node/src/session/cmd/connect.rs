@@ -1,17 +1,18 @@
 //! `connect` and `refresh`: who the connection is, and for how long.
 
-use super::{to_json, Client, CmdResult, Failure};
+use super::{Client, CmdResult, Failure};
 use crate::channel;
 use crate::channel::control::attach_server_side;
 use crate::config::NamespaceOptions;
 use crate::conn::Identity;
 use crate::metrics;
 use crate::node::Node;
-use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
-use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, StreamPosition};
+use herald_shared::protocol::reply::RefreshResult;
+use herald_shared::protocol::{
+    ConnectResult, DisconnectCode, ErrorCode, ReplyBody, StreamPosition,
+};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -93,9 +94,8 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
         pong: true,
         node: c.node.config.node_id.clone(),
     };
-    c.conn
-        .out
-        .push(Bytes::from(encode_reply(id, "connect", &result)));
+    let reply = c.conn.encoding().reply(id, &ReplyBody::Connect(result));
+    c.conn.out.push(reply);
     for (channel, position) in go_live {
         c.node.hub.go_live(&channel, c.conn.id, position);
     }
@@ -148,7 +148,7 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
         expires: exp != 0,
         ttl: exp.saturating_sub(now_secs()) as u32,
     };
-    Ok(Some(to_json(&r)))
+    Ok(Some(ReplyBody::Refresh(r)))
 }
 
 #[cfg(test)]

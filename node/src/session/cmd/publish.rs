@@ -1,9 +1,10 @@
 //! `publish`: a client publishes to a channel it is subscribed to.
 
-use super::{Client, CmdResult, EMPTY};
+use super::{Client, CmdResult};
 use crate::channel::publish::{publish as publish_op, Publish};
 use crate::channel::Caller;
 use herald_shared::protocol::command::PublishRequest;
+use herald_shared::protocol::ReplyBody;
 
 /// Publishes with the client's info attached; see [`crate::channel::publish`].
 pub(in crate::session) async fn publish(c: &mut Client, req: PublishRequest) -> CmdResult {
@@ -12,7 +13,7 @@ pub(in crate::session) async fn publish(c: &mut Client, req: PublishRequest) -> 
         ..Default::default()
     };
     publish_op(&c.node, Caller::Client(&c.conn), &req.channel, p).await?;
-    Ok(Some(EMPTY.to_vec()))
+    Ok(Some(ReplyBody::Publish))
 }
 
 #[cfg(test)]
@@ -34,7 +35,7 @@ mod tests {
             Err(ErrorCode::PermissionDenied.into())
         );
         testing::subscribed(&c.conn, "room");
-        assert_eq!(publish(&mut c, req()).await, Ok(Some(b"{}".to_vec())));
+        assert_eq!(publish(&mut c, req()).await, Ok(Some(ReplyBody::Publish)));
         let empty = PublishRequest {
             channel: "room".into(),
             data: None,

@@ -1,18 +1,17 @@
 //! `subscribe`, `unsubscribe` and `sub_refresh`: the client's side of a subscription
 //! (tokens, claims, per-connection limits); attaching is a channel operation.
 
-use super::{to_json, Client, CmdResult, Failure, EMPTY};
+use super::{Client, CmdResult, Failure};
 use crate::channel;
 use crate::channel::subscribe::{attach, detach, AttachOptions};
 use crate::config::NamespaceOptions;
 use crate::conn::ChannelState;
-use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError};
 use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
 };
-use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ErrorCode, StreamPosition, SubscribeResult};
+use herald_shared::protocol::reply::RefreshResult;
+use herald_shared::protocol::{ErrorCode, ReplyBody, StreamPosition, SubscribeResult};
 
 /// Subscribes and queues the reply itself, then lets the subscription go live (the
 /// publications held back meanwhile follow the reply).
@@ -23,9 +22,8 @@ pub(in crate::session) async fn subscribe(
 ) -> CmdResult {
     let channel = req.channel.clone();
     let (result, delivered_up_to) = prepare(c, req).await?;
-    c.conn
-        .out
-        .push(Bytes::from(encode_reply(id, "subscribe", &result)));
+    let reply = c.conn.encoding().reply(id, &ReplyBody::Subscribe(result));
+    c.conn.out.push(reply);
     c.node.hub.go_live(&channel, c.conn.id, delivered_up_to);
     Ok(None)
 }
@@ -98,7 +96,7 @@ fn authorize(
 /// Leaves a channel; not being subscribed is no error.
 pub(in crate::session) async fn unsubscribe(c: &mut Client, req: ChannelRequest) -> CmdResult {
     detach(&c.node, &c.conn, &req.channel).await;
-    Ok(Some(EMPTY.to_vec()))
+    Ok(Some(ReplyBody::Unsubscribe))
 }
 
 /// A new subscription token extends one subscription's life.
@@ -123,7 +121,7 @@ pub(in crate::session) fn sub_refresh(c: &mut Client, req: SubRefreshRequest) ->
         ttl: exp.saturating_sub(now_secs()) as u32,
         ..Default::default()
     };
-    Ok(Some(to_json(&r)))
+    Ok(Some(ReplyBody::SubRefresh(r)))
 }
 
 #[cfg(test)]
@@ -155,7 +153,7 @@ mod tests {
                 }
             )
             .await,
-            Ok(Some(b"{}".to_vec()))
+            Ok(Some(ReplyBody::Unsubscribe))
         );
         assert!(!c.conn.is_subscribed("news"));
     }
