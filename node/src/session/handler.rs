@@ -101,6 +101,7 @@ impl Session {
             metrics::command(name, "no_connect");
             return Flow::Close(DisconnectCode::BadRequest.into());
         }
+        let was_connected = c.conn.is_connected();
         let result = match method {
             Method::Connect(r) => cmd::connect::connect(c, id, r).await,
             Method::Subscribe(r) => cmd::subscribe::subscribe(c, id, r).await,
@@ -119,6 +120,11 @@ impl Session {
             Method::Unknown => Err(ErrorCode::MethodNotFound.into()),
         };
         let out = &c.conn.out;
+        if !was_connected && c.conn.is_connected() {
+            // The writer parked with the connect deadline and the lane sent the reply
+            // without waking it: without this the first ping waited for that deadline.
+            out.wake_writer();
+        }
         let encoding = out.encoding();
         match result {
             Ok(reply) => {

@@ -363,6 +363,14 @@ impl Outbound {
         payload
     }
 
+    /// Wakes the writer with nothing queued, to look at its deadlines again (the
+    /// connection just connected: from now on it owes pings, not a connect deadline).
+    /// A lane delivers what is queued for a parked writer without waking it, so a
+    /// state change the writer must act on needs this.
+    pub fn wake_writer(&self) {
+        self.wake.notify_one();
+    }
+
     /// Waits until something may be queued.
     pub async fn wait(&self) {
         self.wake.notified().await
