@@ -132,15 +132,16 @@ export function defineSuite(mode, encoding = 'json') {
     await sub.log.wait(() => sub.log.of('publication').length === 2, 'both publications');
     const [p1, p2] = sub.log.of('publication');
     assert.deepEqual([dec(p1.data), dec(p2.data)], [{ from: 'api' }, { from: 'client' }]);
-    assert.equal(p1.offset, res.offset);
-    assert.ok(p2.offset > p1.offset);
+    // Offsets are uint64: the Protobuf build hands them over as Long objects.
+    assert.equal(Number(p1.offset), res.offset);
+    assert.ok(Number(p2.offset) > Number(p1.offset));
     assert.equal(p2.info.user, 'alice');
     assert.deepEqual(dec(p2.info.connInfo), { name: 'Alice' });
 
     const hist = await sub.history({ limit: 10 });
     assert.deepEqual(hist.publications.map((p) => dec(p.data)), [{ from: 'api' }, { from: 'client' }]);
     assert.equal(hist.epoch, res.epoch);
-    assert.equal(hist.offset, p2.offset);
+    assert.equal(Number(hist.offset), Number(p2.offset));
     const back = await sub.history({ limit: 1, reverse: true });
     assert.deepEqual(back.publications.map((p) => dec(p.data)), [{ from: 'client' }]);
     const since = await sub.history({ limit: 10, since: { offset: p1.offset, epoch: res.epoch } });
@@ -246,7 +247,7 @@ export function defineSuite(mode, encoding = 'json') {
     await sleep(200); // a late duplicate would show now
     const pubs = sub.log.of('publication');
     assert.deepEqual(pubs.map((p) => dec(p.data).n), [0, 1, 2, 3, 4, 5, 6, 7]);
-    const offsets = pubs.map((p) => p.offset);
+    const offsets = pubs.map((p) => Number(p.offset));
     assert.deepEqual([...offsets].sort((a, b) => a - b), offsets);
   });
 
