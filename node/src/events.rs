@@ -9,10 +9,9 @@ use crate::broker::BrokerEvents;
 use crate::channel::control;
 use crate::hub::Hub;
 use crate::node::Node;
-use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::{DisconnectCode, Publication};
+use herald_shared::protocol::{Broadcast, DisconnectCode, PushBody};
 use std::sync::{Arc, Weak};
 
 /// The node's side of its broker.
@@ -32,12 +31,13 @@ impl NodeEvents {
 }
 
 impl BrokerEvents for NodeEvents {
-    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes) {
-        self.hub.publish(channel, publication, message);
+    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>) {
+        debug_assert!(matches!(push.body(), PushBody::Pub(p) if p.offset == offset));
+        self.hub.publish(channel, push);
     }
 
-    fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
-        self.hub.join_leave(channel, message, force);
+    fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) {
+        self.hub.join_leave(channel, push, force);
     }
 
     fn resync(&self, channel: &str) {

@@ -3,8 +3,8 @@
 //! and `/metrics`.
 
 use crate::node::Node;
-use crate::session::Encoding;
 use bytes::Bytes;
+use herald_shared::protocol::Encoding;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
@@ -214,8 +214,8 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> R
         }
     });
     let (mut parts, _) = response.into_parts();
-    // Selecting the subprotocol lets the handshake succeed, so the client sees the
-    // session's terminal close instead of a failed handshake (1006) it retries forever.
+    // Browsers fail a handshake whose answer does not select a subprotocol they
+    // offered: select it.
     if encoding == Encoding::Protobuf && offers_protobuf(&req) {
         parts.headers.insert(
             SEC_WEBSOCKET_PROTOCOL,

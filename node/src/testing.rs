@@ -9,21 +9,20 @@ use crate::config::NodeConfig;
 use crate::conn::{ChannelState, Conn, Identity};
 use crate::hub::Hub;
 use crate::node::Node;
-use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::{DisconnectCode, Publication};
+use herald_shared::protocol::{Broadcast, DisconnectCode};
 use std::sync::Arc;
 
 /// Deliveries to the hub, nothing else.
 pub(crate) struct ToHub(pub(crate) Arc<Hub>);
 
 impl BrokerEvents for ToHub {
-    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes) {
-        self.0.publish(channel, publication, message);
+    fn publication(&self, channel: &str, _offset: u64, push: &Broadcast<'_>) {
+        self.0.publish(channel, push);
     }
-    fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
-        self.0.join_leave(channel, message, force);
+    fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) {
+        self.0.join_leave(channel, push, force);
     }
     fn resync(&self, channel: &str) {
         self.0

@@ -199,35 +199,6 @@ async fn oversize_and_invalid_utf8_close_with_websocket_codes() {
 }
 
 #[tokio::test]
-async fn a_protobuf_client_gets_its_subprotocol_then_a_terminal_close() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let t = TestNode::start().await;
-    let mut req = t.ws_url().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "centrifuge-protobuf".parse().unwrap(),
-    );
-    let (ws, response) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("handshake");
-    let selected = response.headers().get("sec-websocket-protocol");
-    assert_eq!(
-        selected.map(|v| v.as_bytes()),
-        Some(&b"centrifuge-protobuf"[..])
-    );
-    let mut c = Client::from_ws(ws);
-    assert_eq!(c.wait_close().await, Some(3506), "inbox {:?}", c.inbox);
-    assert!(c.inbox.is_empty(), "no JSON push for a Protobuf client");
-
-    // `?cf_protocol=protobuf` asks for the same encoding without a subprotocol.
-    let mut c = Client::open(&format!("{}?cf_protocol=protobuf", t.ws_url())).await;
-    assert_eq!(c.wait_close().await, Some(3506));
-    // JSON clients are untouched.
-    let (_, reply) = Client::connect(&t.ws_url(), "json").await;
-    assert!(reply["connect"]["client"].is_string(), "{reply}");
-}
-
-#[tokio::test]
 async fn shutdown_closes_clients_with_the_reconnect_code() {
     let t = TestNode::start().await;
     let (mut c, _) = Client::connect(&t.ws_url(), "h").await;

@@ -1,7 +1,10 @@
 //! Structure-aware fuzzing of the two decoders that read bytes from the outside, on the
 //! stable toolchain (cargo-fuzz needs nightly).
 //!
-//! - [`decode_frame`]: every text frame a client sends.
+//! - [`decode_frame`]: every text frame a JSON client sends.
+//! - [`decode_protobuf_frame`]: every binary frame a Protobuf client sends (random
+//!   well-formed `Command`s, encoded by prost, then mutated byte-wise and at the level
+//!   of the length prefixes: overlong, overflowing and past-the-end varints).
 //! - [`codec::decode`] and [`codec::decode_publication`]: every NATS message, from other
 //!   nodes or (plain JSON) from backends.
 //!
@@ -16,7 +19,11 @@
 //!   `TooManyCommands`, a decoded frame has one command per non-blank line;
 //! - JSON the node forwards verbatim (`data`, `info`) is valid JSON and holds no `\n`,
 //!   the separator of the frames it is copied into;
-//! - a decoded envelope re-encodes and decodes to the same value.
+//! - a decoded envelope re-encodes and decodes to the same value;
+//! - a Protobuf frame decodes exactly when an independent length-delimited reader
+//!   (prost's own) finds whole messages back to back, with one command each, and every
+//!   payload it accepted is JSON as above; an unmutated frame of well-formed commands
+//!   decodes to the values it was built from.
 //!
 //! Run: `cargo test -p herald-shared --test fuzz` (200 000 inputs in all by default, a few
 //! seconds in a debug build). `HERALD_FUZZ_ITERS=5000000` runs longer;
@@ -31,7 +38,9 @@ use herald_shared::codec::{
     self, decode, decode_publication, encode, encode_publication, Control, Envelope, NodeStatus,
     WireClientInfo, WirePublication,
 };
+use herald_shared::protocol::protobuf::{decode_protobuf_frame, pb};
 use herald_shared::protocol::{decode_frame, DecodeError, Method, RawJson};
+use prost::Message;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -355,7 +364,7 @@ fn check_frame(input: &[u8]) {
 
 #[test]
 fn fuzz_client_frames() {
-    let (iters, seed) = budget(50);
+    let (iters, seed) = budget(35);
     let mut rng = Rng::new(seed);
     let corpus = frame_corpus();
     for input in &corpus {
@@ -365,6 +374,340 @@ fn fuzz_client_frames() {
         let base = rng.pick(&corpus);
         let input = mutate(&mut rng, base, &corpus);
         no_panic("decode_frame", seed, i, &input, || check_frame(&input));
+    }
+}
+
+// -- Protobuf client frames ---------------------------------------------------------------
+
+/// Payload bytes as a Protobuf client might send them: JSON (valid or not), empty, or
+/// arbitrary binary.
+fn random_payload(rng: &mut Rng, json: &[Vec<u8>]) -> Vec<u8> {
+    match rng.below(6) {
+        0 => Vec::new(),
+        1 => (0..rng.below(16)).map(|_| rng.next() as u8).collect(),
+        2 => {
+            let base = rng.pick(json).clone();
+            mutate(rng, &base, json)
+        }
+        _ => random_json(rng).into_bytes(),
+    }
+}
+
+fn random_command(rng: &mut Rng, json: &[Vec<u8>]) -> pb::Command {
+    let mut c = pb::Command {
+        id: if rng.chance(4) { 0 } else { rng.next() as u32 },
+        ..Default::default()
+    };
+    let channel = random_string(rng);
+    // Mostly one method, sometimes none (a pong) or two (malformed).
+    for _ in 0..rng.below(3).max(usize::from(rng.chance(2))) {
+        match rng.below(12) {
+            0 => {
+                let mut subs = std::collections::HashMap::new();
+                for _ in 0..rng.below(3) {
+                    let sub = pb::SubscribeRequest {
+                        recover: rng.chance(2),
+                        offset: rng.next(),
+                        epoch: random_string(rng),
+                        data: random_payload(rng, json),
+                        ..Default::default()
+                    };
+                    subs.insert(random_string(rng), sub);
+                }
+                c.connect = Some(pb::ConnectRequest {
+                    token: random_string(rng),
+                    data: random_payload(rng, json),
+                    subs,
+                    name: random_string(rng),
+                    version: random_string(rng),
+                })
+            }
+            1 => {
+                c.subscribe = Some(pb::SubscribeRequest {
+                    channel: channel.clone(),
+                    token: random_string(rng),
+                    recover: rng.chance(2),
+                    epoch: random_string(rng),
+                    offset: rng.next(),
+                    data: random_payload(rng, json),
+                    positioned: rng.chance(2),
+                    recoverable: rng.chance(2),
+                    join_leave: rng.chance(2),
+                    flag: rng.next() as i64,
+                })
+            }
+            2 => {
+                c.unsubscribe = Some(pb::UnsubscribeRequest {
+                    channel: channel.clone(),
+                })
+            }
+            3 => {
+                c.publish = Some(pb::PublishRequest {
+                    channel: channel.clone(),
+                    data: random_payload(rng, json),
+                })
+            }
+            4 => {
+                c.presence = Some(pb::PresenceRequest {
+                    channel: channel.clone(),
+                })
+            }
+            5 => {
+                c.presence_stats = Some(pb::PresenceStatsRequest {
+                    channel: channel.clone(),
+                })
+            }
+            6 => {
+                c.history = Some(pb::HistoryRequest {
+                    channel: channel.clone(),
+                    limit: rng.next() as i32,
+                    since: rng.chance(2).then(|| pb::StreamPosition {
+                        offset: rng.next(),
+                        epoch: random_string(rng),
+                    }),
+                    reverse: rng.chance(2),
+                })
+            }
+            7 => c.ping = Some(pb::PingRequest {}),
+            8 => {
+                c.send = Some(pb::SendRequest {
+                    data: random_payload(rng, json),
+                })
+            }
+            9 => {
+                c.rpc = Some(pb::RpcRequest {
+                    data: random_payload(rng, json),
+                    method: random_string(rng),
+                })
+            }
+            10 => {
+                c.refresh = Some(pb::RefreshRequest {
+                    token: random_string(rng),
+                })
+            }
+            _ => {
+                c.sub_refresh = Some(pb::SubRefreshRequest {
+                    channel: channel.clone(),
+                    token: random_string(rng),
+                })
+            }
+        }
+    }
+    c
+}
+
+/// A frame of 0 to 4 length-delimited commands (rarely more than a frame may carry).
+fn random_protobuf_frame(rng: &mut Rng, json: &[Vec<u8>]) -> (Vec<pb::Command>, Vec<u8>) {
+    let n = if rng.chance(200) {
+        MAX_COMMANDS + 1
+    } else {
+        rng.below(5)
+    };
+    let commands: Vec<pb::Command> = (0..n).map(|_| random_command(rng, json)).collect();
+    let mut frame = Vec::new();
+    for c in &commands {
+        c.encode_length_delimited(&mut frame).expect("a Vec grows");
+    }
+    (commands, frame)
+}
+
+/// Varints that break length prefixes: overlong, overflowing u64, unterminated, huge.
+const VARINTS: &[&[u8]] = &[
+    &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+    &[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+    ],
+    &[
+        0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+    ],
+    &[0x80],
+    &[0xff, 0xff, 0xff, 0x7f],
+    &[0x7f],
+    &[0x00],
+];
+
+fn mutate_protobuf(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
+    if !rng.chance(3) {
+        return mutate(rng, input, others);
+    }
+    let mut v = input.to_vec();
+    let at = if v.is_empty() { 0 } else { rng.below(v.len()) };
+    let varint = *rng.pick(VARINTS);
+    if rng.chance(2) {
+        v.splice(at..at, varint.iter().copied());
+    } else {
+        // Replace the frame's first prefix.
+        let keep = v.iter().position(|b| b & 0x80 == 0).map_or(0, |p| p + 1);
+        v.splice(0..keep.min(v.len()), varint.iter().copied());
+    }
+    v
+}
+
+/// What prost's own reader finds in a frame: the messages, or `None` when the frame is
+/// not whole length-delimited messages back to back.
+fn reference_split(input: &[u8]) -> Option<Vec<pb::Command>> {
+    let mut rest = input;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        out.push(pb::Command::decode_length_delimited(&mut rest).ok()?);
+    }
+    Some(out)
+}
+
+fn check_protobuf_frame(input: &[u8]) {
+    let result = decode_protobuf_frame(input, MAX_COMMANDS);
+    let reference = reference_split(input);
+    let commands = match (result, reference) {
+        (Ok(c), Some(r)) => {
+            assert_eq!(c.len(), r.len(), "one command per message");
+            c
+        }
+        (Ok(c), None) => panic!("decoded {} commands from a frame prost refuses", c.len()),
+        (Err(DecodeError::TooManyCommands(n)), r) => {
+            assert_eq!(n, MAX_COMMANDS);
+            // What came before the cut was whole, so prost reads at least that much.
+            assert!(r.is_none_or(|r| r.len() > MAX_COMMANDS));
+            return;
+        }
+        (Err(DecodeError::NotJson(field)), Some(_)) => {
+            assert!(field.ends_with(".data"), "{field}");
+            return;
+        }
+        (Err(e), Some(_)) => panic!("prost reads the frame, the decoder says {e}"),
+        (Err(e), None) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    for command in commands {
+        let Ok((_, method)) = command.into_method() else {
+            continue;
+        };
+        match method {
+            Method::Connect(c) => {
+                if let Some(d) = &c.data {
+                    check_raw("connect.data", d);
+                }
+                for s in c.subs.values() {
+                    if let Some(d) = &s.data {
+                        check_raw("connect.subs.data", d);
+                    }
+                }
+            }
+            Method::Subscribe(s) => {
+                if let Some(d) = &s.data {
+                    check_raw("subscribe.data", d);
+                }
+            }
+            Method::Publish(p) => {
+                if let Some(d) = &p.data {
+                    check_raw("publish.data", d);
+                }
+            }
+            Method::Send(s) => {
+                if let Some(d) = &s.data {
+                    check_raw("send.data", d);
+                }
+            }
+            Method::Rpc(r) => {
+                if let Some(d) = &r.data {
+                    check_raw("rpc.data", d);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An unmutated frame decodes to what it was built from (fields the node reads).
+fn check_protobuf_round_trip(commands: &[pb::Command], frame: &[u8]) {
+    let is_json =
+        |b: &[u8]| b.is_empty() || std::str::from_utf8(b).is_ok_and(|t| RawJson::parse(t).is_ok());
+    let payload_ok = |c: &pb::Command| {
+        c.publish.as_ref().is_none_or(|p| is_json(&p.data))
+            && c.send.as_ref().is_none_or(|p| is_json(&p.data))
+            && c.rpc.as_ref().is_none_or(|p| is_json(&p.data))
+            && c.subscribe.as_ref().is_none_or(|p| is_json(&p.data))
+            && c.connect
+                .as_ref()
+                .is_none_or(|p| is_json(&p.data) && p.subs.values().all(|s| is_json(&s.data)))
+    };
+    let result = decode_protobuf_frame(frame, MAX_COMMANDS);
+    if commands.len() > MAX_COMMANDS {
+        // The first problem wins: a bad payload among the first commands, else the count.
+        if commands[..MAX_COMMANDS].iter().all(payload_ok) {
+            assert!(
+                matches!(result, Err(DecodeError::TooManyCommands(_))),
+                "{result:?}"
+            );
+        } else {
+            assert!(matches!(result, Err(DecodeError::NotJson(_))), "{result:?}");
+        }
+        return;
+    }
+    let payloads_ok = commands.iter().all(payload_ok);
+    let decoded = match result {
+        Ok(d) => d,
+        Err(DecodeError::NotJson(_)) if !payloads_ok => return,
+        Err(e) => panic!("a well-formed frame failed: {e}"),
+    };
+    assert!(payloads_ok, "a payload that is not JSON was accepted");
+    assert_eq!(decoded.len(), commands.len());
+    for (d, c) in decoded.iter().zip(commands) {
+        assert_eq!(d.id, c.id);
+        assert_eq!(
+            d.subscribe.as_ref().map(|s| (&s.channel, s.offset, s.flag)),
+            c.subscribe
+                .as_ref()
+                .map(|s| (&s.channel, s.offset, s.flag as u64))
+        );
+        assert_eq!(
+            d.history
+                .as_ref()
+                .map(|h| (h.limit, h.since.as_ref().map(|s| s.offset))),
+            c.history
+                .as_ref()
+                .map(|h| (h.limit, h.since.as_ref().map(|s| s.offset)))
+        );
+        assert_eq!(
+            d.publish.as_ref().map(|p| p.data.as_ref().map(|j| j.len())),
+            c.publish
+                .as_ref()
+                .map(|p| (!p.data.is_empty()).then(|| RawJson::parse(
+                    std::str::from_utf8(&p.data).unwrap()
+                )
+                .unwrap()
+                .len()))
+        );
+        assert_eq!(d.ping.is_some(), c.ping.is_some());
+        assert_eq!(
+            d.connect.as_ref().map(|x| (&x.token, x.subs.len())),
+            c.connect.as_ref().map(|x| (&x.token, x.subs.len()))
+        );
+    }
+}
+
+#[test]
+fn fuzz_protobuf_client_frames() {
+    let (iters, seed) = budget(15);
+    let mut rng = Rng::new(seed ^ 0x0050_524f_544f);
+    let json = frame_corpus();
+    let mut corpus: Vec<Vec<u8>> = Vec::new();
+    for i in 0..iters {
+        let (commands, frame) = random_protobuf_frame(&mut rng, &json);
+        no_panic("decode_protobuf_frame", seed, i, &frame, || {
+            check_protobuf_round_trip(&commands, &frame)
+        });
+        if corpus.len() < 64 {
+            corpus.push(frame.clone());
+        } else {
+            let k = rng.below(corpus.len());
+            corpus[k] = frame.clone();
+        }
+        let input = mutate_protobuf(&mut rng, &frame, &corpus);
+        no_panic("decode_protobuf_frame", seed, i, &input, || {
+            check_protobuf_frame(&input)
+        });
     }
 }
 

@@ -16,10 +16,9 @@ pub mod nats;
 pub mod presence;
 
 use crate::config::NamespaceOptions;
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
+use herald_shared::protocol::{Broadcast, ClientInfo, HistoryResult, Publication, StreamPosition};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -166,12 +165,13 @@ pub enum JoinLeave {
 /// [`Broker::start`]; the node's implementation forwards deliveries to its hub and
 /// actions to the channel operations.
 pub trait BrokerEvents: Send + Sync + 'static {
-    /// A publication for `channel` (its offset set, 0: none) with its push encoded
-    /// once, for the local subscribers. Called in offset order per channel.
-    fn publication(&self, channel: &str, publication: &Publication, message: &Bytes);
-    /// An encoded join or leave push for the local subscribers that asked for them
-    /// (`force`: for all of them).
-    fn join_leave(&self, channel: &str, message: &Bytes, force: bool);
+    /// A publication push for `channel` with its offset (0: none), for the local
+    /// subscribers; encoded by whoever needs it, once per encoding. Called in offset
+    /// order per channel.
+    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>);
+    /// A join or leave push for the local subscribers that asked for them (`force`: for
+    /// all of them).
+    fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool);
     /// The channel's stream could not be followed: its local subscribers must
     /// reconnect and recover.
     fn resync(&self, channel: &str);

@@ -13,11 +13,8 @@ use crate::node::Node;
 use herald_shared::auth::now_secs;
 use herald_shared::codec::Control;
 use herald_shared::protocol::codes::unsubscribe;
-use herald_shared::protocol::reply::{
-    encode_refresh_push, encode_subscribe_push, encode_unsubscribe_push,
-};
 use herald_shared::protocol::{
-    DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
+    DisconnectCode, ErrorCode, PushBody, RawJson, StreamPosition, SubscribeResult,
 };
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -49,11 +46,11 @@ pub async fn apply(node: &Node, control: Control) {
         } => {
             for conn in node.registry.find(&user, only(&client)) {
                 if detach(node, &conn, &channel).await {
-                    conn.out.push(encode_unsubscribe_push(
-                        &channel,
-                        unsubscribe::SERVER,
-                        "server unsubscribe",
-                    ));
+                    let body = PushBody::Unsubscribe {
+                        code: unsubscribe::SERVER,
+                        reason: "server unsubscribe",
+                    };
+                    conn.out.push(conn.encoding().push(&channel, &body));
                 }
             }
         }
@@ -74,7 +71,13 @@ pub async fn apply(node: &Node, control: Control) {
                 let ttl = expire_at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
                 // The writer reads the new expiry at its next wake-up (at the latest
                 // the next ping), as it does after a client's own `refresh`.
-                conn.out.push(encode_refresh_push(expire_at != 0, ttl));
+                conn.out.push(conn.encoding().push(
+                    "",
+                    &PushBody::Refresh {
+                        expires: expire_at != 0,
+                        ttl,
+                    },
+                ));
             }
         }
         Control::Subscribe {
@@ -106,7 +109,8 @@ pub async fn apply(node: &Node, control: Control) {
                 let attached = attach_server_side(node, &conn, &channel, ns, side);
                 match attached.await {
                     Ok((result, up_to)) => {
-                        conn.out.push(encode_subscribe_push(&channel, &result));
+                        let body = PushBody::Subscribe(&result);
+                        conn.out.push(conn.encoding().push(&channel, &body));
                         node.hub.go_live(&channel, conn.id, up_to);
                     }
                     Err(_) => {

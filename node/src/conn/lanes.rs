@@ -218,7 +218,11 @@ mod tests {
         let mut items = batch.items;
         let mut buf = Vec::new();
         while !items.is_empty() {
-            let start = crate::conn::wire::coalesce(&mut items, &mut buf);
+            let start = crate::conn::wire::coalesce(
+                &mut items,
+                &mut buf,
+                herald_shared::protocol::Encoding::Json,
+            );
             wr.write_all(&buf[start..]).await.unwrap();
         }
         out.detach();

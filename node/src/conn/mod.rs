@@ -17,7 +17,7 @@ pub mod registry;
 pub mod socket;
 pub mod wire;
 
-use herald_shared::protocol::{ClientInfo, RawJson};
+use herald_shared::protocol::{ClientInfo, Encoding, RawJson};
 use outbound::Outbound;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -66,17 +66,32 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection that has not sent `connect` yet.
+    /// A JSON connection that has not sent `connect` yet.
     pub fn new(id: u64, remote: SocketAddr, queue_max_bytes: usize) -> Self {
+        Self::with_encoding(id, remote, queue_max_bytes, Encoding::Json)
+    }
+
+    /// A connection of `encoding` that has not sent `connect` yet.
+    pub fn with_encoding(
+        id: u64,
+        remote: SocketAddr,
+        queue_max_bytes: usize,
+        encoding: Encoding,
+    ) -> Self {
         Conn {
             id,
             remote,
-            out: Arc::new(Outbound::new(queue_max_bytes)),
+            out: Arc::new(Outbound::with_encoding(queue_max_bytes, encoding)),
             identity: OnceLock::new(),
             channels: Mutex::new(HashMap::new()),
             awaiting_pong: AtomicBool::new(false),
             expires_at: AtomicU64::new(0),
         }
+    }
+
+    /// The encoding the client chose at the upgrade.
+    pub fn encoding(&self) -> Encoding {
+        self.out.encoding()
     }
 
     /// Who it is, once connected.

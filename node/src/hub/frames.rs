@@ -11,28 +11,28 @@ use bytes::Bytes;
 use herald_shared::protocol::delta::{as_json_string, fossil};
 use herald_shared::protocol::filter::FilterNode;
 use herald_shared::protocol::reply::encode_pub_push;
-use herald_shared::protocol::{Publication, RawJson};
+use herald_shared::protocol::{Broadcast, Encoding, Publication, RawJson};
 use std::sync::Arc;
 
 /// The forms of one publication, built on first use.
-pub(super) struct Frames<'a> {
+pub(super) struct Frames<'a, 'b> {
     channel: &'a str,
     publication: &'a Publication,
     /// The previous publication's data, when the channel has one to delta against.
     previous: Option<&'a RawJson>,
-    /// The encoded push ordinary subscribers get.
-    plain: &'a Bytes,
+    /// The push ordinary subscribers get, encoded once per encoding.
+    plain: &'a Broadcast<'b>,
     full: Option<Bytes>,
     /// `Some(None)`: tried, and a delta would not be smaller (or not UTF-8).
     delta: Option<Option<Bytes>>,
 }
 
-impl<'a> Frames<'a> {
+impl<'a, 'b> Frames<'a, 'b> {
     pub(super) fn new(
         channel: &'a str,
         publication: &'a Publication,
         previous: Option<&'a RawJson>,
-        plain: &'a Bytes,
+        plain: &'a Broadcast<'b>,
     ) -> Self {
         Frames {
             channel,
@@ -44,9 +44,9 @@ impl<'a> Frames<'a> {
         }
     }
 
-    /// The frame for an ordinary subscriber.
-    pub(super) fn plain(&self) -> Bytes {
-        self.plain.clone()
+    /// The frame for an ordinary subscriber in `encoding`.
+    pub(super) fn plain(&self, encoding: Encoding) -> Bytes {
+        self.plain.get(encoding).clone()
     }
 
     /// The frame for a delta-mode subscriber; `has_base`: it got the channel's previous

@@ -1,8 +1,10 @@
 //! The hub: which local connections are subscribed to which channel, and fan-out.
 //!
-//! A publication reaches the hub already encoded (one `Bytes` for all recipients); the
-//! hub appends a clone to each subscriber's outbound queue. Nothing is allocated per
-//! recipient beyond the queue slot.
+//! A publication reaches the hub as a [`Broadcast`]: encoded at most once per encoding
+//! (JSON, Protobuf), on the first subscriber that needs that form, into one `Bytes` for
+//! all its recipients; the hub appends a clone to each subscriber's outbound queue.
+//! Nothing is allocated per recipient beyond the queue slot, and a channel without a
+//! Protobuf subscriber never pays for a Protobuf encoding.
 //!
 //! A subscriber that is still being set up (its subscribe is reading history to
 //! recover) is "syncing": publications for it are held back with their offsets, and
@@ -20,7 +22,7 @@ use crate::conn::outbound::{Outbound, Pushed};
 use bytes::Bytes;
 use frames::{FilterGroups, Frames};
 use herald_shared::protocol::filter::FilterNode;
-use herald_shared::protocol::{DisconnectCode, Publication, RawJson};
+use herald_shared::protocol::{Broadcast, DisconnectCode, Encoding, PushBody, RawJson};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ struct Subscriber {
     conn_id: u64,
     /// Its outbound queue.
     out: Arc<Outbound>,
+    /// The queue's encoding, kept here to pick the form of a fan-out without a call.
+    encoding: Encoding,
     /// It asked for join/leave pushes.
     join_leave: bool,
     /// In delta mode: publication data as JSON strings, deltas where it has the base.
@@ -170,6 +174,7 @@ impl Hub {
         ch.delta_subs += usize::from(delivery.delta);
         ch.subs.push(Subscriber {
             conn_id,
+            encoding: out.encoding(),
             out,
             join_leave: delivery.join_leave,
             delta: delivery.delta,
@@ -225,10 +230,13 @@ impl Hub {
         true
     }
 
-    /// Delivers a publication to every local subscriber whose filter it passes:
-    /// `message` (its push, encoded once) to ordinary subscribers, the shared delta-mode
-    /// frames to delta subscribers.
-    pub fn publish(&self, channel: &str, p: &Publication, message: &Bytes) -> Fanout {
+    /// Delivers a publication to every local subscriber whose filter it passes, each
+    /// in its connection's encoding (`push`: encoded at most once per encoding), and the
+    /// shared delta-mode frames to delta subscribers (JSON only).
+    pub fn publish(&self, channel: &str, push: &Broadcast<'_>) -> Fanout {
+        let PushBody::Pub(p) = *push.body() else {
+            return Fanout::default();
+        };
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
@@ -243,7 +251,7 @@ impl Hub {
             None
         };
         let passes = ch.filters.evaluate(&p.tags);
-        let mut frames = Frames::new(channel, p, previous.as_ref(), message);
+        let mut frames = Frames::new(channel, p, previous.as_ref(), push);
         let offset = p.offset;
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
@@ -254,12 +262,12 @@ impl Hub {
             if sub.pending.is_none() && offset != 0 && offset <= sub.delivered_up_to {
                 continue;
             }
-            let frame = if sub.delta {
+            let frame = if sub.delta && sub.encoding == Encoding::Json {
                 let has_base = sub.pending.is_none() && sub.seen != 0 && sub.seen + 1 == seq;
                 sub.seen = seq;
                 frames.for_delta(has_base).0
             } else {
-                frames.plain()
+                frames.plain(sub.encoding)
             };
             match sub.pending.as_mut() {
                 Some(pending) => {
@@ -286,7 +294,7 @@ impl Hub {
     }
 
     /// Delivers a join or leave push to the subscribers that want them (`force`: all).
-    pub fn join_leave(&self, channel: &str, message: &Bytes, force: bool) -> Fanout {
+    pub fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) -> Fanout {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
@@ -296,7 +304,7 @@ impl Hub {
             if !(force || sub.join_leave) || sub.pending.is_some() {
                 continue;
             }
-            match sub.out.push(message.clone()) {
+            match sub.out.push(push.get(sub.encoding).clone()) {
                 Pushed::Queued => f.delivered += 1,
                 Pushed::Slow => f.slow += 1,
                 Pushed::Closing => {}

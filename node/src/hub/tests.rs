@@ -1,5 +1,6 @@
 use super::*;
 use herald_shared::protocol::delta::apply;
+use herald_shared::protocol::{ClientInfo, Publication};
 
 fn queue() -> Arc<Outbound> {
     Arc::new(Outbound::new(1 << 20))
@@ -23,9 +24,14 @@ fn publication(offset: u64, data: &str) -> Publication {
     }
 }
 
-/// A publication whose push is `message` (what the old tests look at).
-fn publish(hub: &Hub, channel: &str, offset: u64, message: &Bytes) -> Fanout {
-    hub.publish(channel, &publication(offset, "1"), message)
+/// Publishes a publication at `offset`; returns the fan-out and its JSON push.
+fn publish(hub: &Hub, channel: &str, offset: u64) -> (Fanout, Bytes) {
+    let p = publication(offset, "1");
+    let push = Broadcast::new(channel, PushBody::Pub(&p));
+    (
+        hub.publish(channel, &push),
+        push.get(Encoding::Json).clone(),
+    )
 }
 
 /// What a queue got, as pushes.
@@ -47,8 +53,7 @@ fn state(n: u64) -> String {
 
 fn send(hub: &Hub, offset: u64, data: &str) -> Fanout {
     let p = publication(offset, data);
-    let plain = herald_shared::protocol::reply::encode_pub_push("c", &p);
-    hub.publish("c", &p, &plain)
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)))
 }
 
 #[test]
@@ -115,7 +120,7 @@ fn a_delta_needs_the_base_and_a_delta_publication() {
     // Not published in delta mode: full.
     let mut p = publication(2, &state(2));
     p.delta_publish = false;
-    hub.publish("c", &p, &Bytes::from_static(b"unused"));
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)));
     send(&hub, 3, &state(3));
     let got = pushes(&q);
     let deltas: Vec<bool> = got
@@ -166,8 +171,7 @@ fn equal_filters_share_a_group_and_filtered_delta_subscribers_resync() {
     let tagged = |offset, t: &str, data: &str| {
         let mut p = publication(offset, data);
         p.tags.insert("t".into(), t.into());
-        let plain = herald_shared::protocol::reply::encode_pub_push("c", &p);
-        hub.publish("c", &p, &plain)
+        hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)))
     };
     assert_eq!(tagged(1, "a", &state(1)).delivered, 3);
     assert_eq!(tagged(2, "b", &state(2)).delivered, 1, "filtered out");
@@ -193,17 +197,14 @@ fn fan_out_reaches_every_subscriber_once() {
     let (a, b) = (queue(), queue());
     assert!(hub.add("c", 1, a.clone(), jl(false), false));
     assert!(!hub.add("c", 2, b.clone(), jl(false), false));
-    let f = publish(&hub, "c", 1, &Bytes::from_static(b"m1"));
+    let (f, _) = publish(&hub, "c", 1);
     assert_eq!(f.delivered, 2);
     assert_eq!(a.take().items.len(), 1);
     assert_eq!(b.take().items.len(), 1);
     assert!(!hub.remove("c", 1));
     assert!(hub.remove("c", 2));
     assert!(!hub.has_subscribers("c"));
-    assert_eq!(
-        publish(&hub, "c", 2, &Bytes::from_static(b"m2")).delivered,
-        0
-    );
+    assert_eq!(publish(&hub, "c", 2).0.delivered, 0);
 }
 
 #[test]
@@ -211,18 +212,16 @@ fn syncing_subscriber_gets_only_newer_offsets_after_go_live() {
     let hub = Hub::new(1 << 20);
     let q = queue();
     hub.add("c", 1, q.clone(), jl(false), true);
-    for off in 5..=8u64 {
-        publish(&hub, "c", off, &Bytes::from(format!("p{off}")));
-    }
+    let sent: Vec<Bytes> = (5..=8u64).map(|off| publish(&hub, "c", off).1).collect();
     assert!(q.take().items.is_empty(), "held back while syncing");
     // History gave it up to offset 6; 7 and 8 must follow, once, in order.
     assert!(hub.go_live("c", 1, 6));
     let items: Vec<_> = q.take().items.into_iter().collect();
-    assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
-    publish(&hub, "c", 9, &Bytes::from("p9"));
+    assert_eq!(items, vec![sent[2].clone(), sent[3].clone()]);
+    publish(&hub, "c", 9);
     assert_eq!(q.take().items.len(), 1);
     // A late live copy of something the reply already carried is not sent again.
-    publish(&hub, "c", 6, &Bytes::from("p6"));
+    publish(&hub, "c", 6);
     assert!(q.take().items.is_empty());
 }
 
@@ -231,7 +230,7 @@ fn syncing_buffer_is_bounded() {
     let hub = Hub::new(4);
     let q = queue();
     hub.add("c", 1, q.clone(), jl(false), true);
-    publish(&hub, "c", 1, &Bytes::from("12345"));
+    publish(&hub, "c", 1);
     assert_eq!(q.take().close.map(|c| c.code), Some(3010));
 }
 
@@ -241,6 +240,49 @@ fn join_leave_only_to_those_who_asked() {
     let (a, b) = (queue(), queue());
     hub.add("c", 1, a.clone(), jl(true), false);
     hub.add("c", 2, b.clone(), jl(false), false);
-    assert_eq!(hub.join_leave("c", &Bytes::from("j"), false).delivered, 1);
-    assert_eq!(hub.join_leave("c", &Bytes::from("j"), true).delivered, 2);
+    let who = ClientInfo::default();
+    let j = Broadcast::new("c", PushBody::Join(&who));
+    assert_eq!(hub.join_leave("c", &j, false).delivered, 1);
+    assert_eq!(hub.join_leave("c", &j, true).delivered, 2);
+}
+
+#[test]
+fn each_encoding_is_encoded_once_and_shared() {
+    let hub = Hub::new(1 << 20);
+    let json: Vec<_> = (0..3).map(|_| queue()).collect();
+    let protobuf: Vec<_> = (0..3)
+        .map(|_| Arc::new(Outbound::with_encoding(1 << 20, Encoding::Protobuf)))
+        .collect();
+    for (i, q) in json.iter().chain(protobuf.iter()).enumerate() {
+        hub.add("c", i as u64, q.clone(), jl(true), false);
+    }
+    let p = publication(4, "1");
+    let push = Broadcast::new("c", PushBody::Pub(&p));
+    assert_eq!(hub.publish("c", &push).delivered, 6);
+    let first = |q: &Arc<Outbound>| q.take().items.pop_front().unwrap();
+    let j: Vec<Bytes> = json.iter().map(first).collect();
+    let b: Vec<Bytes> = protobuf.iter().map(first).collect();
+    // The same allocation for every recipient of one form: encoded once.
+    assert!(j.iter().all(|m| m.as_ptr() == j[0].as_ptr()));
+    assert!(b.iter().all(|m| m.as_ptr() == b[0].as_ptr()));
+    assert_eq!(j[0], Encoding::Json.push("c", &PushBody::Pub(&p)));
+    assert_eq!(b[0], Encoding::Protobuf.push("c", &PushBody::Pub(&p)));
+}
+
+#[test]
+fn a_protobuf_subscriber_in_delta_mode_gets_full_protobuf_frames() {
+    let hub = Hub::new(1 << 20);
+    let q = Arc::new(Outbound::with_encoding(1 << 20, Encoding::Protobuf));
+    let delivery = Delivery {
+        delta: true,
+        ..Default::default()
+    };
+    hub.add("c", 1, q.clone(), delivery, false);
+    for offset in 1..=3 {
+        let p = publication(offset, &state(offset));
+        let push = Broadcast::new("c", PushBody::Pub(&p));
+        hub.publish("c", &push);
+        let got = q.take().items.pop_front().unwrap();
+        assert_eq!(got, Encoding::Protobuf.push("c", &PushBody::Pub(&p)));
+    }
 }

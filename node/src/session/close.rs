@@ -3,7 +3,7 @@
 
 use super::frames::ReadError;
 use crate::conn::outbound::CloseReason;
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{DisconnectCode, Encoding};
 
 /// RFC 6455 close codes used for transport-level problems.
 pub(super) mod ws_close {
@@ -11,8 +11,6 @@ pub(super) mod ws_close {
     pub(crate) const NORMAL: u16 = 1000;
     /// The peer broke the WebSocket protocol.
     pub(crate) const PROTOCOL_ERROR: u16 = 1002;
-    /// Data of a kind the node does not take (binary).
-    pub(crate) const UNSUPPORTED_DATA: u16 = 1003;
     /// A text message that is not UTF-8.
     pub(crate) const INVALID_PAYLOAD: u16 = 1007;
     /// A message over the size limit.
@@ -28,25 +26,24 @@ pub(super) fn transport_close(code: u16, reason: &'static str) -> CloseReason {
     }
 }
 
-/// The close for a client that chose the Protobuf encoding at the upgrade, which the
-/// node does not speak: 3506 (inappropriate protocol: the connection's format cannot
-/// carry the node's data), terminal for every SDK (3500-3999), with a reason text, which
-/// centrifuge-js needs to take the code as final. No `disconnect` push: it is JSON,
-/// which a Protobuf client cannot read.
-pub(super) fn protobuf_refused() -> CloseReason {
+/// The close for a data frame of the other encoding's type: a binary frame on a JSON
+/// connection, a text frame on a Protobuf one. 3501 (bad request), terminal for the
+/// SDKs, as Centrifugo v6.9.1 closes for a JSON text frame on a Protobuf connection (it
+/// reads every frame in the connection's encoding, whatever its type, so that is where
+/// it fails); the reason names the frame type. No `disconnect` push: the client
+/// evidently does not speak the encoding it would come in. Unlike Centrifugo, a frame
+/// of the wrong type is refused even when its payload would decode (README,
+/// "Differences from Centrifugo").
+pub(super) fn wrong_frame_type(encoding: Encoding) -> CloseReason {
     CloseReason {
-        code: DisconnectCode::InappropriateProtocol.code(),
-        reason: "protobuf not supported: use the JSON encoding".into(),
+        code: DisconnectCode::BadRequest.code(),
+        reason: match encoding {
+            Encoding::Json => "bad request: binary frame on a JSON connection",
+            Encoding::Protobuf => "bad request: text frame on a Protobuf connection",
+        }
+        .into(),
         push: false,
     }
-}
-
-/// The close for a binary message.
-pub(super) fn binary_refused() -> CloseReason {
-    transport_close(
-        ws_close::UNSUPPORTED_DATA,
-        "binary frames are not supported: use JSON text frames",
-    )
 }
 
 /// How to answer a client's close frame (RFC 6455 section 5.5.1): echo its code, or

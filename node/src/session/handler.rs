@@ -6,15 +6,13 @@
 //! gets a reply, an error reply (the connection stays), or ends the connection with a
 //! disconnect code (the protocol's rule for malformed input and bad credentials).
 
-use super::cmd::{self, Client, Failure, EMPTY};
+use super::cmd::{self, Client, Failure};
 use super::rate::RateLimit;
 use crate::conn::outbound::CloseReason;
 use crate::conn::Conn;
 use crate::metrics;
 use crate::node::Node;
-use bytes::Bytes;
-use herald_shared::protocol::reply::{encode_error, encode_reply_raw};
-use herald_shared::protocol::{decode_frame, DisconnectCode, ErrorCode, Method, ReplyError};
+use herald_shared::protocol::{DisconnectCode, ErrorCode, Method, ReplyBody, ReplyError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -80,7 +78,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// Handles one complete text message.
+    /// Handles one complete message (a text frame's JSON, or a binary frame's Protobuf:
+    /// the connection's encoding).
     pub async fn handle_frame(&mut self, payload: &[u8]) -> Flow {
         let conn = self.client.conn.clone();
         self.client
@@ -90,10 +89,11 @@ impl Session {
             .increment(payload.len() as u64);
         // Any message proves the client is alive.
         conn.awaiting_pong.store(false, Ordering::Release);
-        let commands = match decode_frame(payload, MAX_COMMANDS_PER_FRAME) {
+        let encoding = conn.encoding();
+        let commands = match encoding.decode_frame(payload, MAX_COMMANDS_PER_FRAME) {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(error = %e, "malformed frame");
+                tracing::debug!(error = %e, encoding = encoding.name(), "malformed frame");
                 return Flow::Close(DisconnectCode::BadRequest.into());
             }
         };
@@ -149,6 +149,7 @@ impl Session {
             metrics::command(name, "bad_request");
             return Flow::Close(DisconnectCode::BadRequest.into());
         }
+        let was_connected = c.conn.is_connected();
         let result = match method {
             Method::Connect(r) => cmd::connect::connect(c, id, r).await,
             Method::Subscribe(r) => cmd::subscribe::subscribe(c, id, r).await,
@@ -159,7 +160,7 @@ impl Session {
             Method::History(r) => cmd::history::history(c, r).await,
             Method::Refresh(r) => cmd::connect::refresh(c, r),
             Method::SubRefresh(r) => cmd::subscribe::sub_refresh(c, r),
-            Method::Ping => Ok(Some(EMPTY.to_vec())),
+            Method::Ping => Ok(Some(ReplyBody::Ping)),
             // `rpc` goes to the backend when its proxy is on; `send` has no handler.
             Method::Rpc(r) => cmd::rpc::rpc(c, r).await,
             Method::Send(_) => Ok(None),
@@ -167,13 +168,19 @@ impl Session {
             Method::Unknown => Err(ErrorCode::MethodNotFound.into()),
         };
         let out = &c.conn.out;
+        if !was_connected && c.conn.is_connected() {
+            // The writer parked with the connect deadline and the lane sent the reply
+            // without waking it: without this the first ping waited for that deadline.
+            out.wake_writer();
+        }
+        let encoding = out.encoding();
         match result {
             Ok(reply) => {
                 metrics::command(name, "ok");
                 // `connect` and `subscribe` queue their own replies (None here).
                 if let Some(body) = reply {
                     if id != 0 {
-                        out.push(Bytes::from(encode_reply_raw(id, name, &body)));
+                        out.push(encoding.reply(id, &body));
                     }
                 }
                 Flow::Continue
@@ -182,14 +189,14 @@ impl Session {
                 metrics::command(name, error_label(code));
                 if id != 0 {
                     let e: ReplyError = code.into();
-                    out.push(Bytes::from(encode_error(id, &e)));
+                    out.push(encoding.error(id, &e));
                 }
                 Flow::Continue
             }
             Err(Failure::Reply(e)) => {
                 metrics::command(name, "backend_error");
                 if id != 0 {
-                    out.push(Bytes::from(encode_error(id, &e)));
+                    out.push(encoding.error(id, &e));
                 }
                 Flow::Continue
             }

@@ -32,16 +32,15 @@ pub mod writer;
 use crate::channel::subscribe::detach;
 use crate::conn::outbound::CloseReason;
 use crate::conn::socket::SharedWrite;
+use crate::conn::wire::opcode;
 use crate::conn::Conn;
 use crate::node::Node;
 use bytes::Bytes;
-use close::{
-    binary_refused, close_answer, close_for_error, protobuf_refused, transport_close, ws_close,
-};
+use close::{close_answer, close_for_error, transport_close, wrong_frame_type, ws_close};
 use fastwebsockets::OpCode;
 use frames::FrameReader;
 use handler::{Flow, Session};
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{DisconnectCode, Encoding};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use reassembly::Reassembly;
@@ -58,16 +57,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// queued and the close). A client that does not read would otherwise hold the
 /// connection until the writer's own stall timeout.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
-
-/// The encoding of the client protocol a client chose at the upgrade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    /// JSON text frames: the one the node speaks.
-    Json,
-    /// Protobuf (subprotocol `centrifuge-protobuf`, or `?cf_protocol=protobuf`): the
-    /// session closes at once with a terminal code instead of leaving the SDK to retry.
-    Protobuf,
-}
 
 /// Runs a connection from the completed upgrade to its end.
 /// `headers` are the upgrade request's headers the backend proxy forwards (empty
@@ -94,7 +83,8 @@ pub async fn serve(
     let id = node.next_conn_id();
     let span = tracing::debug_span!("conn", conn.id = id, client.addr = %remote);
     async move {
-        let conn = Arc::new(Conn::new(id, remote, node.config.limits.queue_max_bytes));
+        let max = node.config.limits.queue_max_bytes;
+        let conn = Arc::new(Conn::with_encoding(id, remote, max, encoding));
         // With a write interval the writer must pace every write itself: no lane.
         if node.config.write_interval.is_zero() {
             conn.out.attach(node.lanes.lane(id), stream.clone());
@@ -105,8 +95,6 @@ pub async fn serve(
         node.registry.open(conn.clone());
         if node.stop.is_cancelled() {
             conn.out.close(DisconnectCode::Shutdown);
-        } else if encoding == Encoding::Protobuf {
-            conn.out.close(protobuf_refused());
         }
         // Checked per frame here; the whole message (all fragments) is checked below.
         let mut frames = FrameReader::new(&early, node.config.limits.max_message_size);
@@ -154,6 +142,7 @@ async fn read_loop(
     frames: &mut FrameReader,
     rd: &tokio::net::TcpStream,
 ) {
+    let encoding = conn.encoding();
     let mut fragments = Reassembly::new(node.config.limits.max_message_size);
     // The client sent its close: nothing more will come, no need to linger for it.
     let mut peer_closed = false;
@@ -207,13 +196,15 @@ async fn read_loop(
                 ));
                 break;
             }
+            // A data frame of the other encoding's type: refused before anything is read
+            // into it (a fragmented one at its first fragment).
+            OpCode::Text | OpCode::Binary if frame.opcode != opcode(encoding) => {
+                conn.out.close(wrong_frame_type(encoding));
+                break;
+            }
             OpCode::Text | OpCode::Binary if !frame.fin => {
                 fragments.start(frame.opcode, frame.payload);
                 None
-            }
-            OpCode::Binary => {
-                conn.out.close(binary_refused());
-                break;
             }
             OpCode::Text if std::str::from_utf8(frame.payload).is_err() => {
                 conn.out
@@ -221,7 +212,7 @@ async fn read_loop(
                 break;
             }
             // A whole message in one frame.
-            OpCode::Text => {
+            OpCode::Text | OpCode::Binary => {
                 // Boxed: a command's state (subscribe with recovery is the largest) then
                 // exists only while it runs, instead of widening every idle session's
                 // task. Measured: idle memory per connection 15.6 -> 12.3 KiB
@@ -243,7 +234,7 @@ async fn read_loop(
             OpCode::Pong => None,
         };
         if let Some(message) = complete {
-            if std::str::from_utf8(&message).is_err() {
+            if encoding == Encoding::Json && std::str::from_utf8(&message).is_err() {
                 conn.out
                     .close(transport_close(ws_close::INVALID_PAYLOAD, "invalid UTF-8"));
                 break;

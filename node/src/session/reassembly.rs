@@ -1,7 +1,7 @@
 //! A message that arrives in fragments (RFC 6455 section 5.4): the first frame's
 //! opcode and the bytes so far, bounded by the message size limit.
 
-use super::close::{binary_refused, transport_close, ws_close};
+use super::close::{transport_close, ws_close};
 use crate::conn::outbound::CloseReason;
 use fastwebsockets::OpCode;
 
@@ -29,9 +29,10 @@ impl Reassembly {
         self.partial = Some((opcode, payload.to_vec()));
     }
 
-    /// A continuation frame: `Ok(Some(message))` when it completes a text message,
+    /// A continuation frame: `Ok(Some(message))` when it completes the message,
     /// `Ok(None)` while more is to come, `Err` with the close for a continuation out of
-    /// place, a message over the limit, or a binary one.
+    /// place or a message over the limit. (The first frame's type was checked against
+    /// the connection's encoding before [`Reassembly::start`].)
     pub(super) fn next(
         &mut self,
         payload: &[u8],
@@ -53,11 +54,7 @@ impl Reassembly {
         if !fin {
             return Ok(None);
         }
-        match self.partial.take() {
-            Some((OpCode::Binary, _)) => Err(binary_refused()),
-            Some((_, buf)) => Ok(Some(buf)),
-            None => Ok(None),
-        }
+        Ok(self.partial.take().map(|(_, buf)| buf))
     }
 }
 
@@ -77,7 +74,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_place_too_big_or_binary_close() {
+    fn out_of_place_or_too_big_close() {
         let mut r = Reassembly::new(4);
         assert_eq!(
             r.next(b"x", true).unwrap_err().code,
@@ -90,9 +87,6 @@ mod tests {
         );
         let mut r = Reassembly::new(4);
         r.start(OpCode::Binary, b"a");
-        assert_eq!(
-            r.next(b"b", true).unwrap_err().code,
-            ws_close::UNSUPPORTED_DATA
-        );
+        assert_eq!(r.next(b"b", true), Ok(Some(b"ab".to_vec())));
     }
 }

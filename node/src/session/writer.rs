@@ -1,8 +1,9 @@
 //! The writer task of one connection: drains the outbound queue into frames, sends
 //! server pings, and enforces the deadlines (connect, pong, token expiry).
 //!
-//! Everything queued since the last write goes out as one text frame (objects joined
-//! by `\n`), so a burst of publications costs one `write()`. Deadlines are checked
+//! Everything queued since the last write goes out as one frame (JSON objects joined
+//! by `\n` in a text frame, or length-delimited Protobuf replies in a binary frame), so
+//! a burst of publications costs one `write()`. Deadlines are checked
 //! here because this task is the one that wakes on time; the reader only reacts to
 //! what the client sends. With `HERALD_WRITE_INTERVAL` set, a connection that wrote
 //! less than that long ago waits out the rest of the interval first, so that a busy
@@ -15,20 +16,16 @@
 
 use super::frames::MAX_CONTROL_PAYLOAD;
 use crate::conn::outbound::CloseReason;
-use crate::conn::wire::{coalesce, frame_in_place, MAX_SERVER_HEAD};
+use crate::conn::wire::{coalesce, frame_in_place, opcode, MAX_SERVER_HEAD};
 use crate::conn::Conn;
 use crate::node::Node;
 use fastwebsockets::OpCode;
-use herald_shared::protocol::reply::encode_disconnect_push;
-use herald_shared::protocol::{codes::reconnect_allowed, DisconnectCode};
+use herald_shared::protocol::{codes::reconnect_allowed, DisconnectCode, PushBody};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// The server's ping: an empty JSON object.
-const PING: &[u8] = b"{}";
 
 /// Runs until the connection is closed; returns the close code it sent (if any), or
 /// decided when the client stopped reading before it could be sent.
@@ -134,7 +131,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut items = batch.items;
         let mut buf = Vec::new();
         while !items.is_empty() {
-            let start = coalesce(&mut items, &mut buf);
+            let start = coalesce(&mut items, &mut buf, conn.encoding());
             node.metrics
                 .bytes_out
                 .increment((buf.len() - MAX_SERVER_HEAD) as u64);
@@ -143,7 +140,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if let Some(close) = batch.close {
-            return send_close(ws, close).await.map(Some);
+            return send_close(ws, close, conn).await.map(Some);
         }
 
         // Deadlines: connect, then ping/pong and token expiry.
@@ -168,7 +165,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 conn.awaiting_pong.store(true, Ordering::Release);
                 pong_deadline = Some(now + cfg.pong_timeout);
                 next_ping = Some(now + ping_every);
-                conn.out.push(bytes::Bytes::from_static(PING));
+                // `{}` in JSON, an empty `Reply` in Protobuf.
+                conn.out.push(conn.encoding().ping());
                 continue;
             }
             let expiry = conn.next_expiry();
@@ -239,10 +237,17 @@ fn next_deadline(
 async fn send_close<W: AsyncWrite + Unpin>(
     ws: &mut Bounded<W>,
     close: CloseReason,
+    conn: &Conn,
 ) -> Result<u16, Stalled> {
     if close.push {
-        let push = encode_disconnect_push(close.code, &close.reason, reconnect_allowed(close.code));
-        ws.write_small(OpCode::Text, &[&push]).await?;
+        let encoding = conn.encoding();
+        let body = PushBody::Disconnect {
+            code: close.code,
+            reason: &close.reason,
+            reconnect: reconnect_allowed(close.code),
+        };
+        let push = encoding.push("", &body);
+        ws.write_small(opcode(encoding), &[&push]).await?;
     }
     // A close reason is cut to what fits a control frame, on a character boundary.
     let mut reason = close.reason.as_ref();

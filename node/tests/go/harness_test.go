@@ -55,6 +55,8 @@ type servers struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string
+	// protobuf: the suite's clients use the Protobuf encoding (NewProtobufClient).
+	protobuf bool
 }
 
 func envOr(name, def string) string {
@@ -237,11 +239,17 @@ func (r *rec) wait(t *testing.T, what string, timeout time.Duration, pred func()
 	}
 }
 
-// client is an official centrifuge-go JSON client whose events go to its rec; it is
-// closed when the test ends. Connect is left to the test.
-func client(t *testing.T, url string, cfg centrifuge.Config) (*centrifuge.Client, *rec) {
+// client is an official centrifuge-go client (JSON, or Protobuf when the suite runs
+// with s.protobuf) whose events go to its rec; it is closed when the test ends.
+// Connect is left to the test.
+func (s *servers) client(t *testing.T, url string, cfg centrifuge.Config) (*centrifuge.Client, *rec) {
 	r := &rec{}
-	c := centrifuge.NewJsonClient(url, cfg)
+	var c *centrifuge.Client
+	if s.protobuf {
+		c = centrifuge.NewProtobufClient(url, cfg)
+	} else {
+		c = centrifuge.NewJsonClient(url, cfg)
+	}
 	watch(c, r)
 	t.Cleanup(c.Close)
 	return c, r
@@ -267,7 +275,7 @@ func (s *servers) connected(t *testing.T, user string, cfg centrifuge.Config, ur
 	if len(url) > 0 {
 		u = url[0]
 	}
-	c, r := client(t, u, cfg)
+	c, r := s.client(t, u, cfg)
 	must(t, c.Connect())
 	r.wait(t, "connected", T, func() bool { return r.count("connected") > 0 })
 	return c, r

@@ -27,6 +27,15 @@ type suiteCase struct {
 
 func TestSingle(t *testing.T) { runSuite(t, startServers(t, "single"), suite) }
 
+// TestSingleProtobuf runs the same cases with the SDK's Protobuf encoding
+// (NewProtobufClient: the centrifuge-protobuf subprotocol, binary frames). Payloads are
+// []byte in both encodings of centrifuge-go, so the cases are unchanged.
+func TestSingleProtobuf(t *testing.T) {
+	s := startServers(t, "single")
+	s.protobuf = true
+	runSuite(t, s, suite)
+}
+
 func TestCluster(t *testing.T) {
 	runSuite(t, startServers(t, "cluster"), append(suite, suiteCase{name: "failover", run: failover}))
 }
@@ -102,7 +111,7 @@ var suite = []suiteCase{
 	}},
 
 	{name: "bad_token_closes_3500_and_sdk_stops", run: func(t *testing.T, s *servers) {
-		c, r := client(t, s.WS, centrifuge.Config{Token: jwt("not-the-node-secret-at-all", map[string]any{"sub": "m"}, time.Hour)})
+		c, r := s.client(t, s.WS, centrifuge.Config{Token: jwt("not-the-node-secret-at-all", map[string]any{"sub": "m"}, time.Hour)})
 		must(t, c.Connect())
 		r.wait(t, "disconnected", T, func() bool { return r.count("disconnected") == 1 })
 		eq(t, r.of("disconnected")[0].(centrifuge.DisconnectedEvent).Code, uint32(3500), "code")
@@ -307,28 +316,18 @@ var suite = []suiteCase{
 		eq(t, sr.count("error"), 0, "subscription errors")
 	}},
 
-	{name: "protobuf_client_is_refused_3506_and_stops", run: func(t *testing.T, s *servers) {
-		c := centrifuge.NewProtobufClient(s.WS, centrifuge.Config{
-			Token: s.token("alice", time.Hour, nil), ReadTimeout: time.Second,
-			MinReconnectDelay: 100 * time.Millisecond, MaxReconnectDelay: 200 * time.Millisecond,
-		})
-		r := &rec{}
-		watch(c, r)
-		t.Cleanup(c.Close)
-		// Connect may already return the close (EOF) when the node's close races the
-		// SDK's dial; what matters is the state the SDK ends in.
-		_ = c.Connect()
-		// The node selects the centrifuge-protobuf subprotocol, then closes 3506
-		// ("protobuf not supported"): terminal, so the SDK moves to disconnected.
-		r.wait(t, "disconnected", T, func() bool { return r.count("disconnected") == 1 })
-		d := r.of("disconnected")[0].(centrifuge.DisconnectedEvent)
-		eq(t, d.Code, uint32(3506), "code")
-		ok(t, strings.Contains(d.Reason, "protobuf not supported"), "reason %q", d.Reason)
-		// Well past the reconnect delays: no second attempt.
-		time.Sleep(time.Second)
-		eq(t, r.count("connecting"), 1, "connecting events (Connect only)")
-		eq(t, r.count("connected"), 0, "connected events")
-		eq(t, c.State(), centrifuge.StateDisconnected, "state")
+	{name: "the_client_gets_the_encoding_it_asked_for", run: func(t *testing.T, s *servers) {
+		// The SDK's own transport negotiates: a Protobuf client that the node answered
+		// in JSON (or the reverse) could not decode its connect reply and would never
+		// reach connected with a client id.
+		c, r := s.connected(t, "alice", centrifuge.Config{})
+		ev := r.of("connected")[0].(centrifuge.ConnectedEvent)
+		ok(t, ev.ClientID != "", "no client id")
+		channel := unique("enc")
+		_, sr := subscribed(t, c, channel, centrifuge.SubscriptionConfig{})
+		s.api(t, "publish", map[string]any{"channel": channel, "data": map[string]any{"n": 1}})
+		sr.wait(t, "publication", T, func() bool { return sr.count("publication") == 1 })
+		eq(t, data(t, pubs(sr)[0].Data)["n"], float64(1), "payload")
 	}},
 
 	{name: "channels_claim_means_server_side_subscriptions",

@@ -9,6 +9,7 @@ exit 0; when a test fails its nodes' logs are attached to the report.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -123,17 +124,43 @@ async def cent_api(node_factory):
         await c.close()
 
 
-@pytest.fixture
-async def sdk(node_factory):
-    """`sdk(node, **kwargs)` is the official `centrifuge.Client` for the node."""
-    clients: list[centrifuge.Client] = []
+class SdkFactory:
+    """`sdk(node, **kwargs)` is the official `centrifuge.Client` for the node, in the
+    encoding the test runs with (`sdk.encoding`: "json" or "protobuf", the SDK's
+    `use_protobuf`). Payloads differ between the two in the SDK's API only: JSON clients
+    publish and receive JSON values, Protobuf clients bytes (here: JSON text as bytes,
+    which is what a JSON publisher's data reaches a Protobuf client as). `payload(v)`
+    and `data(d)` turn one into the other, so a test asserts the same values in both."""
 
-    def make(n: Node, **kwargs) -> centrifuge.Client:
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self.protobuf = encoding == "protobuf"
+        self.clients: list[centrifuge.Client] = []
+
+    def __call__(self, n: Node, **kwargs) -> centrifuge.Client:
         kwargs.setdefault("timeout", T)
         kwargs.setdefault("proxy", None)
+        kwargs.setdefault("use_protobuf", self.protobuf)
         c = centrifuge.Client(n.ws_url, **kwargs)
-        clients.append(c)
+        self.clients.append(c)
         return c
+
+    def payload(self, value):
+        """What to hand the SDK's publish() for the JSON value `value`."""
+        return json.dumps(value).encode() if self.protobuf else value
+
+    def data(self, data):
+        """The JSON value of a payload the SDK handed us (data, conn_info, ...)."""
+        if self.protobuf and isinstance(data, (bytes, bytearray)):
+            return json.loads(data) if data else None
+        return data
+
+
+@pytest.fixture(params=["json", "protobuf"])
+async def sdk(node_factory, request):
+    """The SDK client factory ([`SdkFactory`]), once per encoding."""
+    make = SdkFactory(request.param)
+    clients = make.clients
 
     yield make
     for c in clients:

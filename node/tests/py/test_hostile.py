@@ -119,8 +119,10 @@ FRAME_CASES = [
     ("close code 1005 (reserved)", frame(CLOSE, close_payload(1005)), 1002),
     ("close code 999", frame(CLOSE, close_payload(999)), 1002),
     ("close reason not UTF-8", frame(CLOSE, close_payload(1000, b"\xff\xfe")), 1007),
-    ("binary frame", frame(BINARY, M), 1003),
-    ("binary message in fragments", frame(BINARY, b"{", fin=False) + frame(CONTINUATION, b"}"), 1003),
+    # A frame type of the other encoding: 3501, as Centrifugo answers a JSON text frame
+    # on a Protobuf connection (more in the Protobuf section below).
+    ("binary frame", frame(BINARY, M), 3501),
+    ("binary message in fragments", frame(BINARY, b"{", fin=False) + frame(CONTINUATION, b"}"), 3501),
     ("overlong UTF-8", frame(TEXT, b'{"id":1,"x":"\xc0\xaf"}'), 1007),
     ("UTF-16 surrogate encoded in UTF-8", frame(TEXT, b'{"id":1,"x":"\xed\xa0\x80"}'), 1007),
     ("invalid UTF-8 across fragments", frame(TEXT, b'{"id":1,"x":"\xe2', fin=False) + frame(CONTINUATION, b'\x28"}'), 1007),
@@ -835,7 +837,7 @@ ROUTER_FRAME_CASES = [
     ("ping of 126 bytes", frame(PING, b"p" * 126), 1002),
     ("invalid UTF-8", frame(TEXT, b'{"x":"\xff"}'), 1007),
     ("length field of 2^63 - 1", frame(TEXT, b"", length=2**63 - 1), 1009),
-    ("binary frame", frame(BINARY, M), 1003),
+    ("binary frame", frame(BINARY, M), 3501),
 ]
 
 
@@ -870,3 +872,225 @@ async def test_origin_allow_list_through_the_router(node_factory, router_factory
     ws = await raw_ws(router, headers={"Origin": origin})
     assert ws.status == status, (ws.status, ws.body)
     await ws.close()
+
+
+# == the Protobuf encoding =============================================================
+#
+# The same hostile input as for JSON, on connections that chose Protobuf (the
+# `centrifuge-protobuf` subprotocol or `?cf_protocol=protobuf`), sent with `websockets`.
+# Commands are built with the Protobuf messages that centrifuge-python ships (the
+# protocol's own generated code, not Herald's). Each answer is compared in the comment
+# with Centrifugo v6.9.1's for the same bytes.
+
+from centrifuge.protocol import client_pb2 as pb  # noqa: E402
+
+
+def varint(n: int) -> bytes:
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def pb_frame(*commands) -> bytes:
+    """Commands, each prefixed with its length as a varint, back to back."""
+    out = b""
+    for c in commands:
+        body = c.SerializeToString()
+        out += varint(len(body)) + body
+    return out
+
+
+def pb_replies(data: bytes) -> list:
+    out, pos = [], 0
+    while pos < len(data):
+        n, shift = 0, 0
+        while True:
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        r = pb.Reply()
+        r.ParseFromString(data[pos:pos + n])
+        out.append(r)
+        pos += n
+    return out
+
+
+async def pb_open(node: Node, query: bool = False):
+    if query:
+        return await websockets.connect(node.ws_url + "?cf_protocol=protobuf", max_size=None)
+    ws = await websockets.connect(node.ws_url, subprotocols=["centrifuge-protobuf"], max_size=None)
+    assert ws.subprotocol == "centrifuge-protobuf"
+    return ws
+
+
+async def pb_call(ws, command) -> "pb.Reply":
+    await ws.send(pb_frame(command))
+    async with asyncio.timeout(T):
+        while True:
+            data = await ws.recv()
+            assert isinstance(data, bytes), f"a text frame on a Protobuf connection: {data!r}"
+            for r in pb_replies(data):
+                if r.id == command.id:
+                    return r
+
+
+async def pb_connected(node: Node, user: str = "alice", query: bool = False):
+    ws = await pb_open(node, query)
+    r = await pb_call(ws, pb.Command(id=1, connect=pb.ConnectRequest(token=node.token(user))))
+    assert r.HasField("connect") and r.connect.client, r
+    return ws
+
+
+async def pb_close_code(ws) -> tuple[int, str, list]:
+    """Reads until the close; returns its code, its reason and the replies seen."""
+    seen = []
+    try:
+        async with asyncio.timeout(T):
+            while True:
+                data = await ws.recv()
+                seen.extend(pb_replies(data) if isinstance(data, bytes) else [data])
+    except websockets.ConnectionClosed as e:
+        return (e.rcvd.code, e.rcvd.reason, seen) if e.rcvd else (None, "", seen)
+
+
+def ping(cid: int):
+    return pb.Command(id=cid, ping=pb.PingRequest())
+
+
+PING2 = pb_frame(ping(2))
+
+# (name, bytes of one binary frame after connect, close code). Centrifugo v6.9.1 closes
+# every one of these with 3501 too, except where noted.
+PROTOBUF_CASES = [
+    # A field with wire type 7, which does not exist.
+    ("message that does not decode", b"\x02\x0f\x00", 3501),
+    ("length prefix past the end of the frame", varint(50) + PING2[1:], 3501),
+    ("second command cut short", PING2 + PING2[:-1], 3501),
+    ("length prefix that never ends", b"\x80" * 12, 3501),
+    ("length prefix over 64 bits", b"\xff" * 10 + b"\x01", 3501),
+    ("nested message past its parent", varint(4) + b"\x08\x02\x5a\x09", 3501),
+    # Centrifugo passes any bytes through; Herald's channels carry JSON (README).
+    ("publish data that is not JSON", pb_frame(pb.Command(
+        id=2, publish=pb.PublishRequest(channel="c", data=b"\xff\x00binary"))), 3501),
+    ("two methods in one command", pb_frame(pb.Command(
+        id=2, ping=pb.PingRequest(), presence=pb.PresenceRequest(channel="c"))), 3501),
+]
+
+
+@pytest.mark.parametrize("name,data,code", PROTOBUF_CASES, ids=[c[0] for c in PROTOBUF_CASES])
+async def test_bad_protobuf_input_gets_its_close_code(node, name, data, code):
+    ws = await pb_connected(node)
+    await ws.send(data)
+    got, reason, seen = await pb_close_code(ws)
+    assert got == code, (name, got, reason)
+    # A protocol close comes with a disconnect push the SDK can read: Protobuf too.
+    pushes = [r.push.disconnect for r in seen if isinstance(r, pb.Reply) and r.HasField("push")]
+    assert [(d.code, d.reconnect) for d in pushes] == [(code, False)], (name, seen)
+    await assert_serving(node)
+
+
+async def test_a_json_text_frame_on_a_protobuf_connection_is_refused(node):
+    """Centrifugo reads the text as Protobuf and fails (3501); Herald refuses the frame
+    type itself, before decoding, with the same code and a reason that says why."""
+    for query in (False, True):
+        ws = await pb_connected(node, query=query)
+        await ws.send('{"id":2,"ping":{}}')
+        code, reason, _ = await pb_close_code(ws)
+        assert (code, reason) == (3501, "bad request: text frame on a Protobuf connection")
+    # Even before connect, and even when the text would decode as Protobuf (Centrifugo
+    # executes that one).
+    ws = await pb_open(node)
+    await ws.send(PING2.decode("latin-1"))
+    code, _, _ = await pb_close_code(ws)
+    assert code == 3501
+    await assert_serving(node)
+
+
+async def test_a_binary_frame_on_a_json_connection_is_refused(node):
+    """The reverse: a JSON connection takes text frames only (Centrifugo executes JSON
+    sent in a binary frame, and closes 3501 for anything else)."""
+    c = await websockets.connect(node.ws_url)
+    await c.send('{"id":1,"connect":{"token":"%s"}}' % node.token("alice"))
+    assert "connect" in json.loads(await c.recv())
+    await c.send(b'{"id":2,"ping":{}}')
+    with pytest.raises(websockets.ConnectionClosed) as e:
+        async with asyncio.timeout(T):
+            while True:
+                await c.recv()
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (3501, "bad request: binary frame on a JSON connection")
+    await assert_serving(node)
+
+
+async def test_protobuf_limits_are_the_json_ones(node_factory):
+    """Message size (1009, fragments included), command rate (3013), commands before
+    connect (3501), the commands-per-frame bound (3501): as for JSON."""
+    node = node_factory(HERALD_MAX_MESSAGE_SIZE=4096, HERALD_COMMANDS_PER_SECOND=20)
+    ws = await pb_connected(node)
+    await ws.send(pb_frame(pb.Command(id=2, publish=pb.PublishRequest(channel="c", data=b"1" * 5000))))
+    assert (await pb_close_code(ws))[0] == 1009
+
+    # Fragments adding up past the limit: a raw client, binary first fragment.
+    raw = await raw_ws(node, headers={"Sec-WebSocket-Protocol": "centrifuge-protobuf"})
+    assert raw.headers.get("sec-websocket-protocol") == "centrifuge-protobuf"
+    await raw.send(frame(BINARY, PING2, fin=False) + frame(CONTINUATION, b"\x00" * 3000, fin=False)
+                   + frame(CONTINUATION, b"\x00" * 3000))
+    assert await raw.close_code() == 1009
+    await raw.close()
+
+    # A fragmented binary message is one message: reassembled, then decoded.
+    raw = await raw_ws(node, headers={"Sec-WebSocket-Protocol": "centrifuge-protobuf"})
+    connect = pb_frame(pb.Command(id=1, connect=pb.ConnectRequest(token=node.token("frag"))))
+    await raw.send(frame(BINARY, connect[:5], fin=False) + frame(CONTINUATION, connect[5:]))
+    f = await raw.recv()
+    assert f is not None and f.opcode == BINARY, f
+    assert pb_replies(f.payload)[0].connect.client
+    await raw.close()
+
+    ws = await pb_connected(node)
+    await ws.send(pb_frame(*[ping(10 + i) for i in range(30)]))
+    assert (await pb_close_code(ws))[0] == 3013
+
+    ws = await pb_open(node)
+    await ws.send(pb_frame(ping(1)))
+    assert (await pb_close_code(ws))[0] == 3501, "a command before connect"
+
+    ws = await pb_connected(node, "many")
+    await ws.send(pb_frame(*[pb.Command() for _ in range(101)]))
+    assert (await pb_close_code(ws))[0] == 3501, "more than 100 commands in a frame"
+    await assert_serving(node)
+
+
+async def test_a_protobuf_client_keeps_the_ping_pong_contract(node_factory):
+    """The server's ping is an empty Reply; the client's pong an empty Command. One who
+    never answers is closed 3012 (no pong), as in JSON."""
+    node = node_factory(HERALD_PING_INTERVAL=1, HERALD_PONG_TIMEOUT=1)
+    ws = await pb_connected(node)
+    quiet = await pb_connected(node, "quiet")
+    pings = 0
+
+    async def answer_pings():
+        nonlocal pings
+        while True:
+            data = await ws.recv()
+            if data == b"\x00":
+                pings += 1
+                await ws.send(b"\x00")  # the pong
+
+    answering = asyncio.create_task(answer_pings())
+    code, _, _ = await pb_close_code(quiet)
+    answering.cancel()
+    try:
+        await answering
+    except asyncio.CancelledError:
+        pass
+    assert code == 3012
+    assert pings >= 1
+    r = await pb_call(ws, ping(5))
+    assert r.HasField("ping"), r

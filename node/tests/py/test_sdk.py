@@ -1,5 +1,8 @@
 """The official SDKs, unchanged: centrifuge-python as the client, cent as the backend.
-If these pass, real applications built on those SDKs work against a herald node."""
+If these pass, real applications built on those SDKs work against a herald node.
+
+Every test runs twice, with the SDK's JSON and Protobuf encodings (the `sdk` fixture,
+see conftest.SdkFactory): the same cases, the same assertions on the same values."""
 
 from __future__ import annotations
 
@@ -33,25 +36,26 @@ async def test_sdk_connects_subscribes_and_gets_a_cent_publication_presence_hist
     assert res.offset > 0 and res.epoch, res
     await slog.wait(lambda: slog.of("publication"), what="the publication")
     pub = slog.of("publication")[0].pub
-    assert pub.data == {"headline": "hello"} and pub.offset == res.offset, pub
+    assert sdk.data(pub.data) == {"headline": "hello"} and pub.offset == res.offset, pub
 
     presence = await sub.presence()
     me = presence.clients.get(client.client_id)
     assert me is not None, presence
-    assert me.user == "alice" and me.conn_info == {"name": "Alice"}, me
+    assert me.user == "alice" and sdk.data(me.conn_info) == {"name": "Alice"}, me
     stats = await sub.presence_stats()
     assert (stats.num_clients, stats.num_users) == (1, 1), stats
 
     hist = await sub.history(limit=10)
-    assert [p.data for p in hist.publications] == [{"headline": "hello"}], hist
+    assert [sdk.data(p.data) for p in hist.publications] == [{"headline": "hello"}], hist
     assert hist.epoch == res.epoch and hist.offset == res.offset, hist
 
     # A publication from the SDK itself carries the publisher's info.
-    await sub.publish({"from": "client"})
+    await sub.publish(sdk.payload({"from": "client"}))
     await slog.wait(lambda: len(slog.of("publication")) == 2, what="the client's publication")
     own = slog.of("publication")[1].pub
-    assert own.data == {"from": "client"} and own.offset == res.offset + 1, own
-    assert own.info and own.info.user == "alice" and own.info.conn_info == {"name": "Alice"}, own
+    assert sdk.data(own.data) == {"from": "client"} and own.offset == res.offset + 1, own
+    assert own.info and own.info.user == "alice", own
+    assert sdk.data(own.info.conn_info) == {"name": "Alice"}, own
     assert not clog.of("error") and not slog.of("sub_error"), (clog.events, slog.events)
 
 
@@ -103,7 +107,7 @@ async def test_sdk_reconnects_after_api_disconnect_and_recovers_exactly_what_it_
     await slog.wait(lambda: len(slog.of("publication")) == 8, what="the next live publication")
 
     pubs = [p.pub for p in slog.of("publication")]
-    assert [p.data["n"] for p in pubs] == list(range(8)), [p.data for p in pubs]
+    assert [sdk.data(p.data)["n"] for p in pubs] == list(range(8)), [p.data for p in pubs]
     offsets = [p.offset for p in pubs]
     assert offsets == list(range(offsets[0], offsets[0] + 8)), offsets
     assert offsets[2:7] == [m.offset for m in missed] and offsets[7] == live.offset
@@ -161,7 +165,7 @@ async def test_sdk_private_channel_with_subscription_token(node, sdk, cent_api):
     assert asked == ["$private"]
     await cent_api(node).publish(PublishRequest(channel="$private", data={"secret": 42}))
     await slog.wait(lambda: slog.of("publication"), what="private publication")
-    assert slog.of("publication")[0].pub.data == {"secret": 42}
+    assert sdk.data(slog.of("publication")[0].pub.data) == {"secret": 42}
 
 
 async def test_sdk_forbidden_subscription_is_unsubscribed_with_103(node, sdk):
@@ -184,7 +188,7 @@ async def test_sdk_server_side_subscribe_and_unsubscribe_via_api(node, sdk, cent
     await api.publish(PublishRequest(channel="server-side", data={"srv": 1}))
     await log.wait(lambda: log.of("server_publication"), what="server-side publication")
     ctx = log.of("server_publication")[0]
-    assert ctx.channel == "server-side" and ctx.pub.data == {"srv": 1}
+    assert ctx.channel == "server-side" and sdk.data(ctx.pub.data) == {"srv": 1}
     await api.unsubscribe(UnsubscribeRequest(user="alice", channel="server-side"))
     await log.wait(lambda: log.of("server_unsubscribed"), what="server-side unsubscribe push")
     assert client.state == ClientState.CONNECTED and not log.of("error"), log.events
@@ -208,7 +212,7 @@ async def test_sdk_join_and_leave(node_factory, sdk):
     bsub, _ = await _subscribed(bob, "lobby")
     await slog.wait(lambda: [j for j in slog.of("join") if j.info.user == "bob"], what="bob's join")
     join = [j for j in slog.of("join") if j.info.user == "bob"][0]
-    assert join.info.client == bob.client_id and join.info.conn_info == {"team": "blue"}, join
+    assert join.info.client == bob.client_id and sdk.data(join.info.conn_info) == {"team": "blue"}, join
     await bsub.unsubscribe()
     await slog.wait(lambda: [x for x in slog.of("leave") if x.info.user == "bob"], what="bob's leave")
 

@@ -330,6 +330,19 @@ pub enum DecodeError {
     /// More commands in one frame than the limit it carries.
     #[error("frame holds more than {0} commands")]
     TooManyCommands(usize),
+    /// Protobuf: a length prefix that is not a valid varint.
+    #[error("malformed length prefix")]
+    BadLength,
+    /// Protobuf: a length prefix that runs past the end of the frame.
+    #[error("length prefix past the end of the frame")]
+    LengthPastEnd,
+    /// Protobuf: a `Command` that does not decode (prost names the field, never its value).
+    #[error("malformed Protobuf command: {0}")]
+    Protobuf(prost::DecodeError),
+    /// Protobuf: a `bytes` payload that is not one JSON value in UTF-8 (see
+    /// [`super::protobuf`]).
+    #[error("{0} is not JSON")]
+    NotJson(&'static str),
 }
 
 fn json_error_kind(e: &serde_json::Error) -> &'static str {

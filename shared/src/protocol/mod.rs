@@ -1,7 +1,9 @@
-//! The Centrifugo client protocol v2, JSON encoding.
+//! The Centrifugo client protocol v2, JSON and Protobuf encodings.
 //!
 //! The shape follows `definitions/client.proto` of the open `centrifugal/protocol`
-//! repository: a WebSocket text frame carries one or more JSON objects separated by `\n`.
+//! repository. JSON: a WebSocket text frame carries one or more JSON objects separated
+//! by `\n`. Protobuf ([`protobuf`]): a binary frame carries one or more varint
+//! length-delimited messages. Both decode into and encode from the same values.
 //! Commands go client → server (`{"id":N,"<method>":{...}}`), replies and pushes go
 //! server → client. Fields at their default value are omitted, as protobuf's JSON
 //! mapping does, so the official SDKs read our output unchanged.
@@ -15,15 +17,20 @@
 //! - [`reply`]: replies, pushes and the publication type, with encoders.
 //! - [`delta`]: fossil deltas of publication data (delta compression).
 //! - [`filter`]: tags filters of subscriptions.
+//! - [`protobuf`]: the Protobuf messages (`shared/proto/client.proto`) and conversions.
+//! - [`encoding`]: [`Encoding`], and what a connection sends as values until encoded.
 
 pub mod codes;
 pub mod command;
 pub mod delta;
+pub mod encoding;
 pub mod filter;
+pub mod protobuf;
 pub mod reply;
 
 pub use codes::{DisconnectCode, ErrorCode};
 pub use command::{decode_frame, Command, DecodeError, Method};
+pub use encoding::{Broadcast, Encoding, PushBody, ReplyBody};
 pub use reply::{
     ClientInfo, ConnectResult, Disconnect, HistoryResult, PresenceStatsResult, Publication,
     ReplyError, SubscribeResult,

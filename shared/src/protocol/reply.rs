@@ -61,7 +61,7 @@ pub struct Publication {
 }
 
 /// Result of `connect`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ConnectResult {
     /// Connection id the node assigned.
     pub client: String,
@@ -92,7 +92,7 @@ pub struct ConnectResult {
 }
 
 /// Result of `subscribe` (also the body of a `subscribe` push).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SubscribeResult {
     /// The subscription expires (its token has `exp`) and must be refreshed.
     #[serde(skip_serializing_if = "is_false")]
@@ -131,7 +131,7 @@ pub struct SubscribeResult {
 }
 
 /// Result of `refresh` and `sub_refresh`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RefreshResult {
     /// Connection id (empty: unchanged).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -173,7 +173,7 @@ impl HistoryResult {
 }
 
 /// Result of `presence`: connection id → who.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PresenceResult {
     /// Connection id → who, for every member of the channel.
     pub presence: HashMap<String, ClientInfo>,

@@ -13,8 +13,9 @@ use super::{
 use crate::config::NamespaceOptions;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
-use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
-use herald_shared::protocol::{ClientInfo, HistoryResult, Publication, StreamPosition};
+use herald_shared::protocol::{
+    Broadcast, ClientInfo, HistoryResult, Publication, PushBody, StreamPosition,
+};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -102,8 +103,8 @@ impl Inner {
 
     fn deliver(&self, channel: &str, offset: u64, publication: &Publication) {
         if let Some(events) = self.events.get() {
-            debug_assert_eq!(offset, publication.offset);
-            events.publication(channel, publication, &encode_pub_push(channel, publication));
+            let push = Broadcast::new(channel, PushBody::Pub(publication));
+            events.publication(channel, offset, &push);
         }
     }
 
@@ -272,12 +273,13 @@ impl Broker for MemoryBroker {
         k: JoinLeave,
     ) -> BrokerFuture<'a> {
         let (channel, info, ns) = (to.channel, who, to.ns);
-        let bytes = match k {
-            JoinLeave::Join => encode_join_push(channel, info),
-            JoinLeave::Leave | JoinLeave::LeaveMoving => encode_leave_push(channel, info),
+        let body = match k {
+            JoinLeave::Join => PushBody::Join(info),
+            JoinLeave::Leave | JoinLeave::LeaveMoving => PushBody::Leave(info),
         };
         if let Some(events) = self.inner.events.get() {
-            events.join_leave(channel, &bytes, ns.force_push_join_leave);
+            let push = Broadcast::new(channel, body);
+            events.join_leave(channel, &push, ns.force_push_join_leave);
         }
         future::ready(Ok(())).boxed()
     }

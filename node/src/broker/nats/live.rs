@@ -12,11 +12,9 @@ use super::state::{Inner, LiveChannel, MARKER_HEADER};
 use super::subjects;
 use crate::broker::BrokerError;
 use async_nats::Message;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use herald_shared::codec::{self, Envelope};
-use herald_shared::protocol::reply::{encode_join_push, encode_leave_push, encode_pub_push};
-use herald_shared::protocol::Publication;
+use herald_shared::protocol::{Broadcast, Publication, PushBody};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -138,7 +136,7 @@ async fn run(
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 let force_jl = inner.ns_options(&channel).is_some_and(|ns| ns.force_push_join_leave);
                 for info in held.due(tokio::time::Instant::now()) {
-                    join_leave(&inner, &channel, &encode_leave_push(&channel, &info), force_jl);
+                    join_leave(&inner, &channel, PushBody::Leave(&info), force_jl);
                 }
             }
             Some(done) = catch_up.recv() => {
@@ -194,20 +192,20 @@ async fn handle(
                     tracing::debug!(channel, user = %info.user, "member moved nodes: no leave/join pushed");
                 }
                 Ok(info) => {
-                    join_leave(inner, channel, &encode_join_push(channel, &info), force_jl);
+                    join_leave(inner, channel, PushBody::Join(&info), force_jl);
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad join envelope"),
             },
             Ok(Envelope::Leave(w)) => match w.to_info() {
                 Ok(info) => {
-                    join_leave(inner, channel, &encode_leave_push(channel, &info), force_jl);
+                    join_leave(inner, channel, PushBody::Leave(&info), force_jl);
                 }
                 Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
             },
             Ok(Envelope::LeaveMoving(w)) => match w.to_info() {
                 // Anonymous members cannot be matched with a rejoin: push at once.
                 Ok(info) if info.user.is_empty() => {
-                    join_leave(inner, channel, &encode_leave_push(channel, &info), force_jl);
+                    join_leave(inner, channel, PushBody::Leave(&info), force_jl);
                 }
                 Ok(info) => {
                     held.hold(info, tokio::time::Instant::now() + inner.opts.rejoin_grace);
@@ -242,13 +240,17 @@ fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
 
 fn deliver(inner: &Inner, channel: &str, p: &Publication) {
     if let Some(events) = inner.events() {
-        events.publication(channel, p, &encode_pub_push(channel, p));
+        events.publication(
+            channel,
+            p.offset,
+            &Broadcast::new(channel, PushBody::Pub(p)),
+        );
     }
 }
 
-fn join_leave(inner: &Inner, channel: &str, message: &Bytes, force: bool) {
+fn join_leave(inner: &Inner, channel: &str, body: PushBody<'_>, force: bool) {
     if let Some(events) = inner.events() {
-        events.join_leave(channel, message, force);
+        events.join_leave(channel, &Broadcast::new(channel, body), force);
     }
 }
 

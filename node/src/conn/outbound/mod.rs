@@ -2,9 +2,10 @@
 //!
 //! Everything a connection must send (replies, pushes, pings, the final disconnect)
 //! goes through here. Producers (the session's reader, the hub's fan-out, the server
-//! API) append already-encoded JSON objects; the connection's writer task takes the
-//! whole queue at once and writes it as one frame, objects joined by `\n`, so a burst
-//! of publications costs one `write()` instead of one each.
+//! API) append messages already encoded in the connection's encoding (see
+//! [`Outbound::encoding`]); the connection's writer task takes the whole queue at once
+//! and writes it as one frame (see [`super::wire::coalesce`]), so a burst of
+//! publications costs one `write()` instead of one each.
 //!
 //! With a socket attached ([`Outbound::attach`]), a producer that finds the writer
 //! idle hands the connection to its lane instead of waking the writer; the lane writes
@@ -20,7 +21,7 @@
 
 use super::wire::{coalesce, MAX_COALESCED_FRAME, MAX_SERVER_HEAD};
 use bytes::Bytes;
-use herald_shared::protocol::DisconnectCode;
+use herald_shared::protocol::{DisconnectCode, Encoding};
 use parking_lot::{Mutex, MutexGuard};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -130,6 +131,8 @@ pub struct Outbound {
     max_bytes: usize,
     /// The lane that writes for an idle writer; set by [`Outbound::attach`].
     lane: OnceLock<Arc<dyn IdleWriter>>,
+    /// What the queued messages are encoded in, and so how frames join them.
+    encoding: Encoding,
 }
 
 /// Result of [`Outbound::push`].
@@ -144,15 +147,26 @@ pub enum Pushed {
 }
 
 impl Outbound {
-    /// An empty queue bounded at `max_bytes`.
+    /// An empty queue of JSON messages bounded at `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
+        Self::with_encoding(max_bytes, Encoding::Json)
+    }
+
+    /// An empty queue of `encoding` messages bounded at `max_bytes`.
+    pub fn with_encoding(max_bytes: usize, encoding: Encoding) -> Self {
         Outbound {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             closing: Notify::new(),
             max_bytes,
             lane: OnceLock::new(),
+            encoding,
         }
+    }
+
+    /// The encoding every message queued here must be in.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Lets `lane` write queued messages straight to `socket` while the writer is idle.
@@ -331,7 +345,7 @@ impl Outbound {
             self.wake.notify_one();
             return 0;
         }
-        let start = coalesce(&mut st.items, buf);
+        let start = coalesce(&mut st.items, buf, self.encoding);
         st.bytes = 0;
         let payload = buf.len() - MAX_SERVER_HEAD;
         let frame = &buf[start..];
@@ -347,6 +361,14 @@ impl Outbound {
             self.wake.notify_one();
         }
         payload
+    }
+
+    /// Wakes the writer with nothing queued, to look at its deadlines again (the
+    /// connection just connected: from now on it owes pings, not a connect deadline).
+    /// A lane delivers what is queued for a parked writer without waking it, so a
+    /// state change the writer must act on needs this.
+    pub fn wake_writer(&self) {
+        self.wake.notify_one();
     }
 
     /// Waits until something may be queued.

@@ -2,7 +2,7 @@
 //! the backend's connect and refresh proxies.
 
 use super::backend::unusable;
-use super::{to_json, Client, CmdResult, Failure};
+use super::{Client, CmdResult, Failure};
 use crate::channel;
 use crate::channel::control::{attach_server_side, ServerSide};
 use crate::config::{NamespaceOptions, ProxyKind};
@@ -11,11 +11,12 @@ use crate::conn::Identity;
 use crate::metrics;
 use crate::node::Node;
 use crate::proxy::wire::{self, ProxyRequest};
-use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError, ConnectionClaims, SubscribeOptions};
 use herald_shared::protocol::command::{ConnectRequest, RefreshRequest};
-use herald_shared::protocol::reply::{encode_reply, RefreshResult};
-use herald_shared::protocol::{ConnectResult, DisconnectCode, ErrorCode, RawJson, StreamPosition};
+use herald_shared::protocol::reply::RefreshResult;
+use herald_shared::protocol::{
+    ConnectResult, DisconnectCode, ErrorCode, RawJson, ReplyBody, StreamPosition,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
@@ -222,9 +223,8 @@ async fn establish(
         pong: true,
         node: c.node.config.node_id.clone(),
     };
-    c.conn
-        .out
-        .push(Bytes::from(encode_reply(id, "connect", &result)));
+    let reply = c.conn.encoding().reply(id, &ReplyBody::Connect(result));
+    c.conn.out.push(reply);
     for (channel, position) in go_live {
         c.node.hub.go_live(&channel, c.conn.id, position);
     }
@@ -317,7 +317,7 @@ pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdRes
         ttl: exp.saturating_sub(now_secs()) as u32,
         ..Default::default()
     };
-    Ok(Some(to_json(&r)))
+    Ok(Some(ReplyBody::Refresh(r)))
 }
 
 #[cfg(test)]

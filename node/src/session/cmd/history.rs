@@ -1,11 +1,11 @@
 //! `history`: a client reads a channel it is subscribed to.
 
-use super::{to_json, Client, CmdResult};
+use super::{Client, CmdResult};
 use crate::broker::HistoryQuery;
 use crate::channel::history::{history as history_op, limit};
 use crate::channel::Caller;
 use herald_shared::protocol::command::HistoryRequest;
-use herald_shared::protocol::StreamPosition;
+use herald_shared::protocol::{ReplyBody, StreamPosition};
 
 /// Reads history; see [`crate::channel::history`]. A `limit` of 0 asks for the
 /// position only, a negative one for everything kept.
@@ -17,7 +17,7 @@ pub(in crate::session) async fn history(c: &mut Client, req: HistoryRequest) -> 
         establish_position: false,
     };
     let h = history_op(&c.node, Caller::Client(&c.conn), &req.channel, query).await?;
-    Ok(Some(to_json(&h)))
+    Ok(Some(ReplyBody::History(h)))
 }
 
 #[cfg(test)]
@@ -40,7 +40,10 @@ mod tests {
         );
         testing::subscribed(&c.conn, "room");
         let body = history(&mut c, req()).await.unwrap().unwrap();
-        let text = String::from_utf8(body).unwrap();
-        assert!(text.contains(r#""offset":0"#), "{text}");
+        let ReplyBody::History(h) = body else {
+            panic!("{body:?}")
+        };
+        assert_eq!(h.offset, 0);
+        assert!(h.publications.is_empty());
     }
 }

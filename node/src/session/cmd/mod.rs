@@ -20,7 +20,7 @@ use crate::conn::outbound::CloseReason;
 use crate::conn::Conn;
 use crate::node::Node;
 use crate::session::proxied::Backend;
-use herald_shared::protocol::{DisconnectCode, ErrorCode, ReplyError};
+use herald_shared::protocol::{DisconnectCode, ErrorCode, ReplyBody, ReplyError};
 use std::sync::Arc;
 
 /// The protocol state of one connection that commands work on.
@@ -69,17 +69,10 @@ impl From<ChannelError> for Failure {
     }
 }
 
-/// A command's outcome: a reply body to queue (`None`: nothing, or the command queued
-/// its own reply), or how it failed.
-pub(super) type CmdResult = Result<Option<Vec<u8>>, Failure>;
-
-/// The empty reply body.
-pub(super) const EMPTY: &[u8] = b"{}";
-
-/// A reply body.
-pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("reply types always serialise")
-}
+/// A command's outcome: a reply to queue, encoded by the dispatcher in the
+/// connection's encoding (`None`: nothing, or the command queued its own reply), or how
+/// it failed.
+pub(super) type CmdResult = Result<Option<ReplyBody>, Failure>;
 
 #[cfg(test)]
 pub(super) mod tests {

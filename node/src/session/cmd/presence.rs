@@ -1,21 +1,22 @@
 //! `presence` and `presence_stats`.
 
-use super::{to_json, Client, CmdResult};
+use super::{Client, CmdResult};
 use crate::channel::presence;
 use crate::channel::Caller;
 use herald_shared::protocol::command::ChannelRequest;
 use herald_shared::protocol::reply::PresenceResult;
+use herald_shared::protocol::ReplyBody;
 
 /// Who is present in a channel the client is subscribed to.
 pub(in crate::session) async fn presence(c: &mut Client, req: ChannelRequest) -> CmdResult {
     let presence = presence::presence(&c.node, Caller::Client(&c.conn), &req.channel).await?;
-    Ok(Some(to_json(&PresenceResult { presence })))
+    Ok(Some(ReplyBody::Presence(PresenceResult { presence })))
 }
 
 /// How many are present in a channel the client is subscribed to.
 pub(in crate::session) async fn presence_stats(c: &mut Client, req: ChannelRequest) -> CmdResult {
     let stats = presence::stats(&c.node, Caller::Client(&c.conn), &req.channel).await?;
-    Ok(Some(to_json(&stats)))
+    Ok(Some(ReplyBody::PresenceStats(stats)))
 }
 
 #[cfg(test)]
@@ -37,8 +38,8 @@ mod tests {
         );
         testing::subscribed(&c.conn, "room");
         let stats = presence_stats(&mut c, req()).await.unwrap().unwrap();
-        assert_eq!(stats, br#"{"num_clients":0,"num_users":0}"#);
+        assert_eq!(stats, ReplyBody::PresenceStats(Default::default()));
         let members = presence(&mut c, req()).await.unwrap().unwrap();
-        assert_eq!(members, br#"{"presence":{}}"#);
+        assert_eq!(members, ReplyBody::Presence(Default::default()));
     }
 }

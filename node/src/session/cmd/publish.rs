@@ -3,14 +3,14 @@
 //! replace the data, as Centrifugo's `result.data`).
 
 use super::backend::unusable;
-use super::{Client, CmdResult, EMPTY};
+use super::{Client, CmdResult};
 use crate::channel;
 use crate::channel::publish::{publish as publish_op, Publish};
 use crate::channel::Caller;
 use crate::config::ProxyKind;
 use crate::proxy::wire::{self, ProxyRequest};
 use herald_shared::protocol::command::PublishRequest;
-use herald_shared::protocol::ErrorCode;
+use herald_shared::protocol::{ErrorCode, ReplyBody};
 
 /// Publishes with the client's info attached; see [`crate::channel::publish`].
 pub(in crate::session) async fn publish(c: &mut Client, req: PublishRequest) -> CmdResult {
@@ -23,7 +23,7 @@ pub(in crate::session) async fn publish(c: &mut Client, req: PublishRequest) -> 
         ..Default::default()
     };
     publish_op(&c.node, Caller::Client(&c.conn), &req.channel, p).await?;
-    Ok(Some(EMPTY.to_vec()))
+    Ok(Some(ReplyBody::Publish))
 }
 
 /// The backend decides (instead of `allow_publish` and the subscription) and may set
@@ -52,7 +52,7 @@ async fn proxied(c: &mut Client, req: PublishRequest) -> CmdResult {
         delta: false,
     };
     publish_op(&c.node, Caller::Approved(&c.conn), &req.channel, p).await?;
-    Ok(Some(EMPTY.to_vec()))
+    Ok(Some(ReplyBody::Publish))
 }
 
 #[cfg(test)]
@@ -74,7 +74,7 @@ mod tests {
             Err(ErrorCode::PermissionDenied.into())
         );
         testing::subscribed(&c.conn, "room");
-        assert_eq!(publish(&mut c, req()).await, Ok(Some(b"{}".to_vec())));
+        assert_eq!(publish(&mut c, req()).await, Ok(Some(ReplyBody::Publish)));
         let empty = PublishRequest {
             channel: "room".into(),
             data: None,

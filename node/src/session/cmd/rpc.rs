@@ -1,18 +1,11 @@
 //! `rpc`: a call the application's backend answers, through the rpc proxy.
 
 use super::backend::unusable;
-use super::{to_json, Client, CmdResult};
+use super::{Client, CmdResult};
 use crate::config::ProxyKind;
 use crate::proxy::wire::{self, ProxyRequest};
 use herald_shared::protocol::command::RpcRequest;
-use herald_shared::protocol::{ErrorCode, RawJson};
-
-/// The rpc reply body: `{"data":...}`, or `{}` when the backend returned none.
-#[derive(serde::Serialize)]
-struct RpcReply {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<RawJson>,
-}
+use herald_shared::protocol::{ErrorCode, ReplyBody};
 
 /// Forwards the call (method and data) to the backend and answers with its `data`.
 /// Without the rpc proxy there is no handler: error 104 "method not found".
@@ -31,5 +24,5 @@ pub(in crate::session) async fn rpc(c: &mut Client, req: RpcRequest) -> CmdResul
         Some(r) => wire::pick(r.data, &r.b64data).map_err(|w| unusable(kind, w))?,
         None => None,
     };
-    Ok(Some(to_json(&RpcReply { data })))
+    Ok(Some(ReplyBody::Rpc(data)))
 }

@@ -3,23 +3,22 @@
 //! attaching is a channel operation.
 
 use super::backend::unusable;
-use super::{to_json, Client, CmdResult, Failure, EMPTY};
+use super::{Client, CmdResult, Failure};
 use crate::channel;
 use crate::channel::subscribe::{attach, detach, AttachOptions};
 use crate::config::{NamespaceOptions, ProxyKind};
 use crate::conn::outbound::CloseReason;
 use crate::conn::ChannelState;
 use crate::proxy::wire::{self, ProxyRequest};
-use bytes::Bytes;
 use herald_shared::auth::{now_secs, AuthError};
 use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
 };
 use herald_shared::protocol::filter::FilterNode;
-use herald_shared::protocol::reply::{encode_reply, encode_unsubscribe_push, RefreshResult};
+use herald_shared::protocol::reply::RefreshResult;
 use herald_shared::protocol::{
-    DisconnectCode, ErrorCode, RawJson, StreamPosition, SubscribeResult,
+    DisconnectCode, ErrorCode, PushBody, RawJson, ReplyBody, StreamPosition, SubscribeResult,
 };
 use std::sync::Arc;
 
@@ -32,9 +31,8 @@ pub(in crate::session) async fn subscribe(
 ) -> CmdResult {
     let channel = req.channel.clone();
     let (result, delivered_up_to) = prepare(c, req).await?;
-    c.conn
-        .out
-        .push(Bytes::from(encode_reply(id, "subscribe", &result)));
+    let reply = c.conn.encoding().reply(id, &ReplyBody::Subscribe(result));
+    c.conn.out.push(reply);
     c.node.hub.go_live(&channel, c.conn.id, delivered_up_to);
     Ok(None)
 }
@@ -150,11 +148,11 @@ pub(in crate::session) async fn sub_refresh_by_proxy(
         }
         None => {
             if detach(&c.node, &c.conn, channel).await {
-                c.conn.out.push(encode_unsubscribe_push(
-                    channel,
-                    unsubscribe::EXPIRED,
-                    "subscription expired",
-                ));
+                let body = PushBody::Unsubscribe {
+                    code: unsubscribe::EXPIRED,
+                    reason: "subscription expired",
+                };
+                c.conn.out.push(c.conn.encoding().push(channel, &body));
             }
         }
     }
@@ -243,7 +241,7 @@ fn authorize(
 pub(in crate::session) async fn unsubscribe(c: &mut Client, req: ChannelRequest) -> CmdResult {
     c.backend.sub_refresh_at.remove(&req.channel);
     detach(&c.node, &c.conn, &req.channel).await;
-    Ok(Some(EMPTY.to_vec()))
+    Ok(Some(ReplyBody::Unsubscribe))
 }
 
 /// A new subscription token extends one subscription's life.
@@ -268,7 +266,7 @@ pub(in crate::session) fn sub_refresh(c: &mut Client, req: SubRefreshRequest) ->
         ttl: exp.saturating_sub(now_secs()) as u32,
         ..Default::default()
     };
-    Ok(Some(to_json(&r)))
+    Ok(Some(ReplyBody::SubRefresh(r)))
 }
 
 #[cfg(test)]
@@ -300,7 +298,7 @@ mod tests {
                 }
             )
             .await,
-            Ok(Some(b"{}".to_vec()))
+            Ok(Some(ReplyBody::Unsubscribe))
         );
         assert!(!c.conn.is_subscribed("news"));
     }

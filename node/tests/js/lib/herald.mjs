@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { Centrifuge } from 'centrifuge';
+import { Centrifuge as ProtobufCentrifuge } from 'centrifuge/build/protobuf';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 /** Default timeout of one wait, ms (HERALD_TEST_TIMEOUT is seconds, as in pytest). */
@@ -133,14 +134,34 @@ const SUB_EVENTS = ['subscribing', 'subscribed', 'unsubscribed', 'publication', 
 
 /** Opens official SDK clients and disconnects every one of them in `closeAll()`. */
 export class Clients {
-  constructor(s) {
+  /** Clients of `encoding`: 'json' (the SDK's default build) or 'protobuf' (its
+   * `centrifuge/build/protobuf` build, which asks for the `centrifuge-protobuf`
+   * subprotocol and sends binary frames). */
+  constructor(s, encoding = 'json') {
     this.s = s;
     this.open = [];
+    this.protobuf = encoding === 'protobuf';
+  }
+
+  /** What to hand the SDK's publish() for the JSON value `value`: itself in JSON, its
+   * JSON text as bytes in Protobuf (what a JSON publisher's data reaches a Protobuf
+   * client as, too). */
+  enc(value) {
+    return this.protobuf ? new TextEncoder().encode(JSON.stringify(value)) : value;
+  }
+
+  /** The JSON value of a payload the SDK handed us (data, connInfo, ...). */
+  dec(data) {
+    if (this.protobuf && data instanceof Uint8Array) {
+      return data.length ? JSON.parse(new TextDecoder().decode(data)) : undefined;
+    }
+    return data;
   }
 
   /** A Centrifuge client with `log` (a Recorder); `opts` go to the SDK unchanged. */
   client(opts = {}, url = this.s.ws) {
-    const c = new Centrifuge(url, { websocket: WebSocket, timeout: T, ...opts });
+    const Sdk = this.protobuf ? ProtobufCentrifuge : Centrifuge;
+    const c = new Sdk(url, { websocket: WebSocket, timeout: T, ...opts });
     c.log = new Recorder(c, CLIENT_EVENTS);
     this.open.push(c);
     return c;

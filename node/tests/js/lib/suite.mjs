@@ -1,10 +1,12 @@
 // The centrifuge-js conformance suite, run once per server shape (test/single.test.mjs,
-// test/cluster.test.mjs). Each test drives the official SDK as an application would
-// and checks what the SDK reports, not what the wire says.
+// test/cluster.test.mjs) and encoding (test/protobuf.test.mjs: the SDK's Protobuf
+// build, `centrifuge/build/protobuf`). Each test drives the official SDK as an
+// application would and checks what the SDK reports, not what the wire says. Payloads
+// are JSON values for the JSON build and bytes for the Protobuf one; `enc`/`dec` turn
+// one into the other (see Clients), so both run the same assertions on the same values.
 
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Centrifuge as ProtobufCentrifuge } from 'centrifuge/build/protobuf';
 import WebSocket from 'ws';
 import {
   Clients, T, api, connToken, sleep, startServers, subToken, subscribed, unique, waitFor,
@@ -14,12 +16,14 @@ import {
 // `skip: process.env.HERALD_SDK_RUN_DIFFERENCES ? false : 'why'` until the node is fixed,
 // as the Go suite does.
 
-export function defineSuite(mode) {
+export function defineSuite(mode, encoding = 'json') {
   let s;
   let clients;
+  const enc = (value) => clients.enc(value);
+  const dec = (data) => clients.dec(data);
   before(async () => {
     s = await startServers(mode);
-    clients = new Clients(s);
+    clients = new Clients(s, encoding);
   });
   afterEach(() => clients.closeAll());
   after(async () => {
@@ -96,7 +100,7 @@ export function defineSuite(mode) {
     });
     await api(s, 'publish', { channel, data: { secret: 42 } });
     await sub.log.wait(() => sub.log.of('publication').length === 1, 'the private publication');
-    assert.deepEqual(sub.log.of('publication')[0].data, { secret: 42 });
+    assert.deepEqual(dec(sub.log.of('publication')[0].data), { secret: 42 });
     await waitFor(() => asked.length === 2, 'getToken called again for sub_refresh');
     await sleep(3000 + 1000 + 1500);
     await api(s, 'publish', { channel, data: { secret: 43 } });
@@ -124,29 +128,30 @@ export function defineSuite(mode) {
     const sub = await subscribed(c, channel);
     const res = await api(s, 'publish', { channel, data: { from: 'api' } });
     assert.ok(res.offset > 0 && res.epoch, JSON.stringify(res));
-    await sub.publish({ from: 'client' });
+    await sub.publish(enc({ from: 'client' }));
     await sub.log.wait(() => sub.log.of('publication').length === 2, 'both publications');
     const [p1, p2] = sub.log.of('publication');
-    assert.deepEqual([p1.data, p2.data], [{ from: 'api' }, { from: 'client' }]);
-    assert.equal(p1.offset, res.offset);
-    assert.ok(p2.offset > p1.offset);
+    assert.deepEqual([dec(p1.data), dec(p2.data)], [{ from: 'api' }, { from: 'client' }]);
+    // Offsets are uint64: the Protobuf build hands them over as Long objects.
+    assert.equal(Number(p1.offset), res.offset);
+    assert.ok(Number(p2.offset) > Number(p1.offset));
     assert.equal(p2.info.user, 'alice');
-    assert.deepEqual(p2.info.connInfo, { name: 'Alice' });
+    assert.deepEqual(dec(p2.info.connInfo), { name: 'Alice' });
 
     const hist = await sub.history({ limit: 10 });
-    assert.deepEqual(hist.publications.map((p) => p.data), [{ from: 'api' }, { from: 'client' }]);
+    assert.deepEqual(hist.publications.map((p) => dec(p.data)), [{ from: 'api' }, { from: 'client' }]);
     assert.equal(hist.epoch, res.epoch);
-    assert.equal(hist.offset, p2.offset);
+    assert.equal(Number(hist.offset), Number(p2.offset));
     const back = await sub.history({ limit: 1, reverse: true });
-    assert.deepEqual(back.publications.map((p) => p.data), [{ from: 'client' }]);
+    assert.deepEqual(back.publications.map((p) => dec(p.data)), [{ from: 'client' }]);
     const since = await sub.history({ limit: 10, since: { offset: p1.offset, epoch: res.epoch } });
-    assert.deepEqual(since.publications.map((p) => p.data), [{ from: 'client' }]);
+    assert.deepEqual(since.publications.map((p) => dec(p.data)), [{ from: 'client' }]);
 
     const presence = await sub.presence();
     const me = presence.clients[c.log.of('connected')[0].client];
     assert.ok(me, JSON.stringify(presence));
     assert.equal(me.user, 'alice');
-    assert.deepEqual(me.connInfo, { name: 'Alice' });
+    assert.deepEqual(dec(me.connInfo), { name: 'Alice' });
     assert.deepEqual(await sub.presenceStats(), { numClients: 1, numUsers: 1 });
     // The client-level calls take a channel instead of a subscription.
     assert.equal((await c.presenceStats(channel)).numClients, 1);
@@ -163,7 +168,7 @@ export function defineSuite(mode) {
     await sub.log.wait(() => sub.log.of('join').some((j) => j.info.user === 'bob'), "bob's join");
     const join = sub.log.of('join').find((j) => j.info.user === 'bob');
     assert.equal(join.info.client, bob.log.of('connected')[0].client);
-    assert.deepEqual(join.info.connInfo, { team: 'blue' });
+    assert.deepEqual(dec(join.info.connInfo), { team: 'blue' });
     bsub.unsubscribe();
     await sub.log.wait(() => sub.log.of('leave').some((l) => l.info.user === 'bob'), "bob's leave");
   });
@@ -176,7 +181,7 @@ export function defineSuite(mode) {
     await c.log.wait(() => c.log.of('subscribed').some((x) => x.channel === channel), 'server-side subscribed');
     await api(s, 'publish', { channel, data: { srv: 1 } });
     await c.log.wait(() => c.log.of('publication').length === 1, 'server-side publication');
-    assert.deepEqual(c.log.of('publication')[0].data, { srv: 1 });
+    assert.deepEqual(dec(c.log.of('publication')[0].data), { srv: 1 });
     assert.equal(c.log.of('publication')[0].channel, channel);
     await api(s, 'unsubscribe', { user, channel });
     await c.log.wait(() => c.log.of('unsubscribed').some((x) => x.channel === channel), 'server-side unsubscribed');
@@ -241,8 +246,8 @@ export function defineSuite(mode) {
     await sub.log.wait(() => sub.log.of('publication').length === 8, '8 publications');
     await sleep(200); // a late duplicate would show now
     const pubs = sub.log.of('publication');
-    assert.deepEqual(pubs.map((p) => p.data.n), [0, 1, 2, 3, 4, 5, 6, 7]);
-    const offsets = pubs.map((p) => p.offset);
+    assert.deepEqual(pubs.map((p) => dec(p.data).n), [0, 1, 2, 3, 4, 5, 6, 7]);
+    const offsets = pubs.map((p) => Number(p.offset));
     assert.deepEqual([...offsets].sort((a, b) => a - b), offsets);
   });
 
@@ -253,43 +258,31 @@ export function defineSuite(mode) {
     await api(s, 'publish', { channel, data: { v: 'x'.repeat(200) } });
     await api(s, 'publish', { channel, data: { v: 'x'.repeat(199) + 'y' } });
     await sub.log.wait(() => sub.log.of('publication').length === 2, '2 publications');
-    assert.deepEqual(sub.log.of('publication').map((p) => p.data.v.length), [200, 200]);
+    assert.deepEqual(sub.log.of('publication').map((p) => dec(p.data).v.length), [200, 200]);
     assert.equal(sub.deltaStats().numDeltaPayloads, 0);
     assert.deepEqual(sub.log.of('error'), []);
   });
 
-  test('the protobuf client is refused with a terminal close code (3506) and does not reconnect', async () => {
+  test(`the ${encoding} build speaks ${encoding}: the subprotocol it asked for, frames of its type`, async () => {
     const opened = [];
-    const closes = [];
+    const frames = new Set();
     // Observe the transport without touching the SDK: a ws subclass.
     class Watched extends WebSocket {
       constructor(...args) {
         super(...args);
         this.on('open', () => opened.push(this.protocol));
-        this.on('close', (code) => closes.push(code));
+        this.on('message', (_, isBinary) => frames.add(isBinary ? 'binary' : 'text'));
       }
     }
-    const c = new ProtobufCentrifuge(s.ws, {
-      websocket: Watched, timeout: T, token: connToken(s, 'alice'), minReconnectDelay: 100, maxReconnectDelay: 200,
-    });
-    const gone = [];
-    c.on('disconnected', (ctx) => gone.push(ctx));
-    c.connect();
-    try {
-      await waitFor(() => gone.length === 1, 'the SDK stops');
-      // The node selects the subprotocol (the handshake succeeds), then closes 3506
-      // "inappropriate protocol": Herald speaks JSON only, and the code is terminal.
-      assert.equal(gone[0].code, 3506, JSON.stringify(gone));
-      assert.match(gone[0].reason, /protobuf not supported/);
-      assert.deepEqual(opened, ['centrifuge-protobuf']);
-      // Well past the reconnect delays: no second attempt.
-      await sleep(1000);
-      assert.equal(c.state, 'disconnected');
-      assert.deepEqual(closes, [3506]);
-      assert.equal(opened.length, 1, 'one WebSocket, never reopened');
-    } finally {
-      c.disconnect();
-    }
+    const c = await clients.connected('alice', { websocket: Watched });
+    const channel = unique('wire');
+    const sub = await subscribed(c, channel);
+    await api(s, 'publish', { channel, data: { n: 1 } });
+    await sub.log.wait(() => sub.log.of('publication').length === 1, 'the publication');
+    assert.deepEqual(dec(sub.log.of('publication')[0].data), { n: 1 });
+    assert.deepEqual(opened, [encoding === 'protobuf' ? 'centrifuge-protobuf' : '']);
+    assert.deepEqual([...frames], [encoding === 'protobuf' ? 'binary' : 'text']);
+    assert.deepEqual(c.log.of('error'), []);
   });
 
   test('a connection token with a channels claim subscribes the client server-side at connect', async () => {
@@ -299,7 +292,7 @@ export function defineSuite(mode) {
     await c.log.wait(() => c.log.of('subscribed').some((x) => x.channel === channel), 'server-side subscribed at connect');
     await api(s, 'publish', { channel, data: { claimed: true } });
     await c.log.wait(() => c.log.of('publication').length === 1, 'publication on the claimed channel');
-    assert.deepEqual(c.log.of('publication')[0].data, { claimed: true });
+    assert.deepEqual(dec(c.log.of('publication')[0].data), { claimed: true });
     assert.equal(c.log.of('publication')[0].channel, channel);
     const [sub] = c.log.of('subscribed');
     assert.equal(sub.recoverable, true, JSON.stringify(sub));
@@ -326,7 +319,7 @@ export function defineSuite(mode) {
     await api(s, 'publish', { channel, data: { n: 5 } });
     await c.log.wait(() => c.log.of('publication').length === 6, '6 publications');
     await sleep(200); // a late duplicate would show now
-    assert.deepEqual(c.log.of('publication').map((p) => p.data.n), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(c.log.of('publication').map((p) => dec(p.data).n), [0, 1, 2, 3, 4, 5]);
   });
 
   return {
