@@ -171,6 +171,19 @@ async def sdk(node_factory, request):
 
 
 @pytest.fixture
+async def json_sdk(node_factory):
+    """The SDK client factory in the JSON encoding only: for features the node's
+    Protobuf encoding lacks so far (README "Differences from Centrifugo")."""
+    make = SdkFactory("json")
+    yield make
+    for c in make.clients:
+        try:
+            await c.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.fixture
 def nats(tmp_path):
     """One real nats-server with JetStream on a free port."""
     from natsutil import NatsServer
