@@ -8,6 +8,7 @@
 use crate::broker::BrokerEvents;
 use crate::channel::control;
 use crate::hub::Hub;
+use crate::metrics::NamespaceMetrics;
 use crate::node::Node;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
@@ -18,6 +19,8 @@ use std::sync::{Arc, Weak};
 /// The node's side of its broker.
 pub struct NodeEvents {
     hub: Arc<Hub>,
+    /// Per-namespace delivery counters (one lookup per fan-out).
+    namespaces: Arc<NamespaceMetrics>,
     node: Weak<Node>,
 }
 
@@ -26,14 +29,20 @@ impl NodeEvents {
     pub fn new(node: &Arc<Node>) -> Self {
         NodeEvents {
             hub: node.hub.clone(),
+            namespaces: node.metrics.namespaces.clone(),
             node: Arc::downgrade(node),
         }
     }
 }
 
 impl BrokerEvents for NodeEvents {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.hub.publish(channel, offset, message);
+    fn publication(&self, channel: &str, offset: u64, message: &Bytes, received: u64) {
+        let f = self.hub.publish(channel, offset, message, received);
+        if f.delivered > 0 {
+            if let Some(ns) = self.namespaces.for_channel(channel) {
+                ns.deliveries.increment(f.delivered as u64);
+            }
+        }
     }
 
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {

@@ -166,14 +166,20 @@ impl Hub {
     }
 
     /// Delivers an encoded publication with its offset to every local subscriber.
-    pub fn publish(&self, channel: &str, offset: u64, message: &Bytes) -> Fanout {
+    ///
+    /// `received` (a `metrics::now_nanos` time: when the broker got it) travels with the
+    /// copy queued for the last subscriber only, whose writer records the delivery lag
+    /// when it writes it: one sample per fan-out, the sweep's slowest, and nothing per
+    /// recipient (0: no sample).
+    pub fn publish(&self, channel: &str, offset: u64, message: &Bytes, received: u64) -> Fanout {
         let Some(entry) = self.channel(channel) else {
             return Fanout::default();
         };
         let mut ch = entry.lock();
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
-        for sub in ch.subs.iter_mut() {
+        let last = ch.subs.len().saturating_sub(1);
+        for (i, sub) in ch.subs.iter_mut().enumerate() {
             match sub.pending.as_mut() {
                 Some(pending) => {
                     sub.pending_bytes += message.len();
@@ -188,11 +194,14 @@ impl Hub {
                     }
                 }
                 None if offset != 0 && offset <= sub.delivered_up_to => {}
-                None => match sub.out.push(message.clone()) {
-                    Pushed::Queued => f.delivered += 1,
-                    Pushed::Slow => f.slow += 1,
-                    Pushed::Closing => {}
-                },
+                None => {
+                    let probe = if i == last { received } else { 0 };
+                    match sub.out.push_probed(message.clone(), probe) {
+                        Pushed::Queued => f.delivered += 1,
+                        Pushed::Slow => f.slow += 1,
+                        Pushed::Closing => {}
+                    }
+                }
             }
         }
         self.count(f)
@@ -268,14 +277,14 @@ mod tests {
         let (a, b) = (queue(), queue());
         assert!(hub.add("c", 1, a.clone(), false, false));
         assert!(!hub.add("c", 2, b.clone(), false, false));
-        let f = hub.publish("c", 1, &Bytes::from_static(b"m1"));
+        let f = hub.publish("c", 1, &Bytes::from_static(b"m1"), 0);
         assert_eq!(f.delivered, 2);
         assert_eq!(a.take().items.len(), 1);
         assert_eq!(b.take().items.len(), 1);
         assert!(!hub.remove("c", 1));
         assert!(hub.remove("c", 2));
         assert!(!hub.has_subscribers("c"));
-        assert_eq!(hub.publish("c", 2, &Bytes::from_static(b"m2")).delivered, 0);
+        assert_eq!(hub.publish("c", 2, &Bytes::from_static(b"m2"), 0).delivered, 0);
     }
 
     #[test]
@@ -284,17 +293,17 @@ mod tests {
         let q = queue();
         hub.add("c", 1, q.clone(), false, true);
         for off in 5..=8u64 {
-            hub.publish("c", off, &Bytes::from(format!("p{off}")));
+            hub.publish("c", off, &Bytes::from(format!("p{off}")), 0);
         }
         assert!(q.take().items.is_empty(), "held back while syncing");
         // History gave it up to offset 6; 7 and 8 must follow, once, in order.
         assert!(hub.go_live("c", 1, 6));
         let items: Vec<_> = q.take().items.into_iter().collect();
         assert_eq!(items, vec![Bytes::from("p7"), Bytes::from("p8")]);
-        hub.publish("c", 9, &Bytes::from("p9"));
+        hub.publish("c", 9, &Bytes::from("p9"), 0);
         assert_eq!(q.take().items.len(), 1);
         // A late live copy of something the reply already carried is not sent again.
-        hub.publish("c", 6, &Bytes::from("p6"));
+        hub.publish("c", 6, &Bytes::from("p6"), 0);
         assert!(q.take().items.is_empty());
     }
 
@@ -303,8 +312,22 @@ mod tests {
         let hub = Hub::new(4);
         let q = queue();
         hub.add("c", 1, q.clone(), false, true);
-        hub.publish("c", 1, &Bytes::from("12345"));
+        hub.publish("c", 1, &Bytes::from("12345"), 0);
         assert_eq!(q.take().close.map(|c| c.code), Some(3010));
+    }
+
+    #[test]
+    fn one_lag_sample_per_fan_out_on_the_last_subscriber() {
+        let hub = Hub::new(1 << 20);
+        let qs: Vec<_> = (0..3).map(|_| queue()).collect();
+        for (i, q) in qs.iter().enumerate() {
+            hub.add("c", i as u64, q.clone(), false, false);
+        }
+        hub.publish("c", 1, &Bytes::from_static(b"m"), 42);
+        let probes: Vec<u64> = qs.iter().map(|q| q.take().probe).collect();
+        assert_eq!(probes, [0, 0, 42]);
+        hub.publish("c", 2, &Bytes::from_static(b"m"), 0);
+        assert!(qs.iter().all(|q| q.take().probe == 0), "0: no sample");
     }
 
     #[test]

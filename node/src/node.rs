@@ -75,7 +75,7 @@ impl Node {
             Some(a) => Some(Verifier::new(a)?),
             None => None,
         };
-        let metrics = NodeMetrics::new();
+        let metrics = NodeMetrics::new(config.namespaces.named.keys().map(String::as_str));
         Ok(Arc::new(Node {
             config,
             hub,

@@ -19,8 +19,8 @@ use std::sync::Arc;
 pub(crate) struct ToHub(pub(crate) Arc<Hub>);
 
 impl BrokerEvents for ToHub {
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes) {
-        self.0.publish(channel, offset, message);
+    fn publication(&self, channel: &str, offset: u64, message: &Bytes, received: u64) {
+        self.0.publish(channel, offset, message, received);
     }
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool) {
         self.0.join_leave(channel, message, force);

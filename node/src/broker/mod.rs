@@ -167,8 +167,9 @@ pub enum JoinLeave {
 /// actions to the channel operations.
 pub trait BrokerEvents: Send + Sync + 'static {
     /// An encoded publication push for `channel` with its offset (0: none), for the
-    /// local subscribers. Called in offset order per channel.
-    fn publication(&self, channel: &str, offset: u64, message: &Bytes);
+    /// local subscribers. Called in offset order per channel. `received` is when the
+    /// broker got it (`crate::metrics::now_nanos`), for the delivery-lag metric.
+    fn publication(&self, channel: &str, offset: u64, message: &Bytes, received: u64);
     /// An encoded join or leave push for the local subscribers that asked for them
     /// (`force`: for all of them).
     fn join_leave(&self, channel: &str, message: &Bytes, force: bool);

@@ -85,6 +85,7 @@ pub async fn attach(
         result.positioned = true;
         if let Some(recovered) = recovered {
             result.was_recovering = true;
+            count_recovery(&options, &position.epoch, recovered, publications.len());
             if recovered {
                 result.recovered = true;
                 result.publications = publications;
@@ -94,6 +95,10 @@ pub async fn attach(
             }
             // Not recoverable: no publications at all, never a partial set.
         }
+    }
+    if !ns.has_history() && options.recover.is_some() {
+        // Asked to recover in a namespace that keeps nothing to recover from.
+        crate::metrics::recovery("not_recovered", 0);
     }
     if state.expires_at != 0 {
         result.expires = true;
@@ -118,6 +123,20 @@ pub async fn attach(
         }
     }
     Ok((result, delivered_up_to))
+}
+
+/// Counts a recovery by its result: `recovered`; `position_gone` when the client's
+/// epoch is the stream's but its offset is no longer kept; `not_recovered` when the
+/// epoch differs (the stream was lost or recreated since, or the client's is bogus).
+fn count_recovery(options: &AttachOptions, epoch: &str, recovered: bool, publications: usize) {
+    let result = if recovered {
+        "recovered"
+    } else if options.recover.as_ref().is_some_and(|p| p.epoch == epoch) {
+        "position_gone"
+    } else {
+        "not_recovered"
+    };
+    crate::metrics::recovery(result, if recovered { publications } else { 0 });
 }
 
 async fn detach_hub(node: &Node, conn: &Conn, channel: &str) {

@@ -83,6 +83,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, enco
     let early = parts.read_buf;
     let id = node.next_conn_id();
     let span = tracing::debug_span!("conn", conn.id = id, client.addr = %remote);
+    let opened = std::time::Instant::now();
     async move {
         let conn = Arc::new(Conn::new(id, remote, node.config.limits.queue_max_bytes));
         // With a write interval the writer must pace every write itself: no lane.
@@ -130,7 +131,19 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, remote: SocketAddr, enco
         if let Some(code) = code {
             crate::metrics::disconnect(code);
         }
-        tracing::debug!(code = ?code, "connection closed");
+        // One line per connection close; its fields are documented (README, Logs).
+        let (client, user) = conn
+            .identity()
+            .map(|i| (i.client.as_str(), i.user.as_str()))
+            .unwrap_or(("", ""));
+        tracing::debug!(
+            close.code = code.unwrap_or(0),
+            close.reason = %conn.out.close_reason(),
+            duration_s = opened.elapsed().as_secs_f64(),
+            client.id = client,
+            user,
+            "connection closed"
+        );
     }
     .instrument(span)
     .await

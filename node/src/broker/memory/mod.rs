@@ -102,7 +102,19 @@ impl Inner {
 
     fn deliver(&self, channel: &str, offset: u64, publication: &Publication) {
         if let Some(events) = self.events.get() {
-            events.publication(channel, offset, &encode_pub_push(channel, publication));
+            let received = crate::metrics::now_nanos();
+            let _fanout = tracing::info_span!(
+                target: herald_shared::otel::TRACE_TARGET,
+                "herald.fanout",
+                channel = %channel,
+            )
+            .entered();
+            events.publication(
+                channel,
+                offset,
+                &encode_pub_push(channel, publication),
+                received,
+            );
         }
     }
 

@@ -99,6 +99,8 @@ fn every_setting_overridden() {
         ("HERALD_EXPIRY_GRACE", "0"),
         ("HERALD_WRITE_INTERVAL", "0.015"),
         ("HERALD_LOG_FORMAT", "json"),
+        ("HERALD_OTEL_ENDPOINT", "http://collector:4318/"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "0.25"),
         ("HERALD_TOKEN_HMAC_SECRET", SECRET),
         ("HERALD_TOKEN_ALGORITHM", "HS512"),
         ("HERALD_TOKEN_AUDIENCE", "herald"),
@@ -110,6 +112,8 @@ fn every_setting_overridden() {
     assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(c.node_id, "node-a");
     assert_eq!(c.nats_url.as_deref(), Some("nats://n1:4222,tls://n2:4222"));
+    assert_eq!(c.otel_endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!(c.otel_sample_ratio, 0.25);
     assert!(c.allow_anonymous);
     assert_eq!(c.api_key.as_deref(), Some("api-key-1"));
     assert_eq!(
@@ -297,6 +301,10 @@ fn a_bad_value_per_kind_names_the_setting() {
         ("HERALD_EXPIRY_GRACE", "-5"),
         ("HERALD_WRITE_INTERVAL", "2"),
         ("HERALD_LOG_FORMAT", "xml"),
+        ("HERALD_OTEL_ENDPOINT", "https://collector:4318"),
+        ("HERALD_OTEL_ENDPOINT", "collector:4318"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "2"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "-0.5"),
         ("HERALD_TOKEN_LEEWAY", "1.5"),
         ("RUST_LOG", "herald_node=loud"),
     ];
