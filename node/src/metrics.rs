@@ -192,8 +192,8 @@ impl NodeMetrics {
         counter!(SLOW_CONSUMER_DROPS).absolute(0);
         // Histograms resolved now, so their families exist before the first sample.
         let _ = (delivery_lag(), ping_rtt());
-        histogram!(NATS_PUBLISH_RTT);
-        histogram!(PUBLISH_DURATION);
+        let _ = histogram!(NATS_PUBLISH_RTT);
+        let _ = histogram!(PUBLISH_DURATION);
         NodeMetrics {
             namespaces: std::sync::Arc::new(NamespaceMetrics::new(namespaces)),
             connections: gauge!(CONNECTIONS),

@@ -85,7 +85,7 @@ pub async fn attach(
         result.positioned = true;
         if let Some(recovered) = recovered {
             result.was_recovering = true;
-            count_recovery(&options, &position.epoch, recovered, publications.len());
+            count_recovery(&options, &result.epoch, recovered, publications.len());
             if recovered {
                 result.recovered = true;
                 result.publications = publications;
