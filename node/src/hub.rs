@@ -284,7 +284,10 @@ mod tests {
         assert!(!hub.remove("c", 1));
         assert!(hub.remove("c", 2));
         assert!(!hub.has_subscribers("c"));
-        assert_eq!(hub.publish("c", 2, &Bytes::from_static(b"m2"), 0).delivered, 0);
+        assert_eq!(
+            hub.publish("c", 2, &Bytes::from_static(b"m2"), 0).delivered,
+            0
+        );
     }
 
     #[test]

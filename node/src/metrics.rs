@@ -305,7 +305,10 @@ mod tests {
         assert!(m.for_channel("$private").is_some());
         assert!(m.for_channel("chat:room").is_some());
         assert!(m.for_channel("$feed:x").is_some());
-        assert!(m.for_channel("nosuch:room").is_none(), "no label for unknown namespaces");
+        assert!(
+            m.for_channel("nosuch:room").is_none(),
+            "no label for unknown namespaces"
+        );
     }
 
     #[test]
@@ -314,6 +317,10 @@ mod tests {
         let b = now_nanos();
         assert!(a >= 1 && b >= a);
         assert!(seconds_since(a) >= 0.0);
-        assert_eq!(seconds_since(u64::MAX), 0.0, "a time ahead gives 0, not garbage");
+        assert_eq!(
+            seconds_since(u64::MAX),
+            0.0,
+            "a time ahead gives 0, not garbage"
+        );
     }
 }

@@ -64,7 +64,9 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("not a URL ({e}); expected http://host:port"))?;
     if uri.scheme_str() != Some("http") {
-        return Err("expected an http:// URL (https is not supported: export to a local collector)".into());
+        return Err(
+            "expected an http:// URL (https is not supported: export to a local collector)".into(),
+        );
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
@@ -136,10 +138,10 @@ where
     let tracer = provider.tracer("herald");
     tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::Targets::new().with_target(
-            TRACE_TARGET,
-            tracing::Level::TRACE,
-        ))
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(TRACE_TARGET, tracing::Level::TRACE),
+        )
 }
 
 /// Writes `span`'s context as W3C `traceparent` (and `tracestate`) through `set`. Does
@@ -225,7 +227,11 @@ impl HttpClient for OwnRuntimeClient {
 
 async fn post(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
     let (mut parts, body) = request.into_parts();
-    let host = parts.uri.host().ok_or("the endpoint has no host")?.to_owned();
+    let host = parts
+        .uri
+        .host()
+        .ok_or("the endpoint has no host")?
+        .to_owned();
     let port = parts.uri.port_u16().unwrap_or(80);
     let authority = parts
         .uri
@@ -243,7 +249,9 @@ async fn post(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         .map(|p| p.as_str())
         .unwrap_or("/")
         .parse()?;
-    parts.headers.insert(hyper::header::HOST, authority.parse()?);
+    parts
+        .headers
+        .insert(hyper::header::HOST, authority.parse()?);
     let response = sender
         .send_request(Request::from_parts(parts, Full::new(body)))
         .await?;
@@ -260,7 +268,13 @@ mod tests {
     fn endpoints_and_ratios_are_checked() {
         assert!(check_endpoint("http://127.0.0.1:4318").is_ok());
         assert!(check_endpoint("http://collector/otlp").is_ok());
-        for bad in ["https://c:4318", "collector:4318", "http://", "http://c/?x=1", "ftp://c"] {
+        for bad in [
+            "https://c:4318",
+            "collector:4318",
+            "http://",
+            "http://c/?x=1",
+            "ftp://c",
+        ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
         assert_eq!(check_sample_ratio("0.25"), Ok(0.25));

@@ -109,9 +109,7 @@ pub fn init_tracing_with(
         .log_internal_errors(false);
     let fmt: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
         match format {
-            LogFormat::Plain => builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .boxed(),
+            LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).boxed(),
             // Event fields at the top level, as log collectors expect, not under "fields".
             LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).boxed(),
         };

@@ -80,7 +80,15 @@ pub async fn handle(
                 metrics::upgrade("ok");
                 let set_cookie = (key.source != KeySource::Cookie)
                     .then(|| sticky::set_cookie(&router.config.sticky, &key));
-                return switch(&router, node, response, client_upgrade, set_cookie, slot, addr);
+                return switch(
+                    &router,
+                    node,
+                    response,
+                    client_upgrade,
+                    set_cookie,
+                    slot,
+                    addr,
+                );
             }
             Ok(Answer::Final(response)) => {
                 metrics::upgrade("refused");

@@ -228,8 +228,11 @@ impl Broker for NatsBroker {
             channel = %to.channel,
             broker = "nats",
         );
-        tracing::Instrument::instrument(async move { NatsBroker::publish(self, to, &p).await }, span)
-            .boxed()
+        tracing::Instrument::instrument(
+            async move { NatsBroker::publish(self, to, &p).await },
+            span,
+        )
+        .boxed()
     }
 
     fn join_leave<'a>(

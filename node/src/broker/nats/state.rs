@@ -171,7 +171,11 @@ impl Inner {
         let mut headers = HeaderMap::new();
         herald_shared::otel::inject(&span, |k, v| headers.insert(k, v));
         if headers.iter().next().is_none() {
-            return tracing::Instrument::instrument(self.publish("NATS publish", subject, payload), span).await;
+            return tracing::Instrument::instrument(
+                self.publish("NATS publish", subject, payload),
+                span,
+            )
+            .await;
         }
         let publish = self.client.publish_with_headers(subject, headers, payload);
         tracing::Instrument::instrument(publish, span)

@@ -45,7 +45,11 @@ fn a_lag_sample_rides_with_the_batch_that_carries_it() {
     assert_eq!(q.push_probed(Bytes::from_static(b"b"), 7), Pushed::Queued);
     assert_eq!(q.push_probed(Bytes::from_static(b"c"), 9), Pushed::Queued);
     let b = q.take();
-    assert_eq!((b.items.len(), b.probe), (2, 7), "the oldest sample of the batch");
+    assert_eq!(
+        (b.items.len(), b.probe),
+        (2, 7),
+        "the oldest sample of the batch"
+    );
     assert_eq!(q.take().probe, 0, "taken once");
     // A closing queue takes nothing, not even the sample.
     q.close(DisconnectCode::Shutdown);
