@@ -144,7 +144,10 @@ async def recv_json(ws, pred, timeout: float = 10):
         left = deadline - time.monotonic()
         if left <= 0:
             raise SystemExit("FAIL: the expected message did not come")
-        frame = await asyncio.wait_for(ws.recv(), left)
+        try:
+            frame = await asyncio.wait_for(ws.recv(), left)
+        except asyncio.TimeoutError:
+            raise SystemExit("FAIL: the expected message did not come") from None
         for line in frame.split("\n"):
             msg = json.loads(line)
             if msg == {}:
