@@ -87,7 +87,7 @@ pub fn init_tracing_with(
     format: LogFormat,
     otel: Option<&OtelOptions>,
 ) -> Result<Option<OtelGuard>, OtelError> {
-    use tracing_subscriber::filter::{filter_fn, FilterExt as _};
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
@@ -115,7 +115,15 @@ pub fn init_tracing_with(
         };
     // Trace spans are for the exporter only: the log never sees them, so with tracing
     // off no layer wants them and they are disabled where they are created.
-    let not_traces = filter_fn(|m| m.target() != crate::otel::TRACE_TARGET);
+    // A `Targets` filter (not a closure): its interest is cached per call site and it
+    // reports a level hint, so the log keeps `RUST_LOG`'s maximum level and disabled
+    // `debug!` call sites stay one load on the hot path.
+    let not_traces = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target(
+            crate::otel::TRACE_TARGET,
+            tracing_subscriber::filter::LevelFilter::OFF,
+        );
     let fmt = fmt.with_filter(filter.and(not_traces));
     let (otel_layer, guard) = match otel {
         Some(opts) => {
