@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -153,7 +154,12 @@ async def run(routers: list[str], prometheus: str, kill: Callable[[str], None]) 
             assert body.get("status") == "success", (e, body)
             if not body["data"]["result"]:
                 empty.append(e)
-    # Quantiles of a histogram and rates need a few scrapes; every family must exist.
+    # Quantiles of a histogram and rates need a few scrapes; every family must exist:
+    # each herald_* name a panel queries is one Prometheus has scraped from the cluster.
+    _, scraped_names = await get_json(f"{base}/label/__name__/values")
+    have = set(scraped_names["data"])
+    queried = {n for e in exprs for n in re.findall(r"\bherald_[a-zA-Z0-9_:]*", e)}
+    assert queried <= have, f"dashboard queries metrics nobody exports: {sorted(queried - have)}"
     print(f"dashboard: {len(exprs)} queries evaluate; {len(empty)} without data yet: {empty}")
     print("PASS")
 

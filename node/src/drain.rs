@@ -25,6 +25,7 @@ pub async fn run(node: &Arc<Node>) {
     node.set_draining();
     metrics::gauge!(crate::metrics::DRAINING).set(1.0);
     tracing::info!(
+        drain.step = "start",
         grace_s = opts.grace.as_secs_f64(),
         window_s = opts.window.as_secs_f64(),
         timeout_s = opts.timeout.as_secs_f64(),
@@ -35,6 +36,11 @@ pub async fn run(node: &Arc<Node>) {
     disconnect_spread(node, opts.window).await;
 
     // Everyone who is left: handshakes in progress, clients that came between.
+    tracing::info!(
+        drain.step = "close_rest",
+        sessions = node.registry.slots(),
+        "drain: closing the sessions that are left"
+    );
     node.stop_sessions();
     node.tracker.close();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -48,13 +54,22 @@ pub async fn run(node: &Arc<Node>) {
         );
     }
     let left = deadline.saturating_duration_since(Instant::now());
+    tracing::info!(
+        drain.step = "broker",
+        left_s = left.as_secs_f64(),
+        "drain: closing the broker"
+    );
     if tokio::time::timeout(left, node.broker.close())
         .await
         .is_err()
     {
         tracing::warn!("drain: the broker did not close in time");
     }
-    tracing::info!(took_s = started.elapsed().as_secs_f64(), "drained");
+    tracing::info!(
+        drain.step = "done",
+        took_s = started.elapsed().as_secs_f64(),
+        "drained"
+    );
 }
 
 /// Time kept back from the session wait for closing the broker (NATS drain).
@@ -68,6 +83,12 @@ async fn disconnect_spread(node: &Arc<Node>, window: Duration) {
         return;
     }
     let counter = metrics::counter!(crate::metrics::DRAIN_DISCONNECTS);
+    tracing::info!(
+        drain.step = "disconnect",
+        total,
+        window_s = window.as_secs_f64(),
+        "drain: disconnecting clients (3001)"
+    );
     let start = Instant::now();
     let mut next_report = total.div_ceil(10);
     for (i, conn) in conns.into_iter().enumerate() {
@@ -77,7 +98,12 @@ async fn disconnect_spread(node: &Arc<Node>, window: Duration) {
         conn.out.close(DisconnectCode::Shutdown);
         counter.increment(1);
         if i + 1 >= next_report || i + 1 == total {
-            tracing::info!(disconnected = i + 1, total, "drain progress");
+            tracing::info!(
+                drain.step = "progress",
+                disconnected = i + 1,
+                total,
+                "drain progress"
+            );
             next_report += total.div_ceil(10);
         }
     }

@@ -8,6 +8,7 @@
 use crate::broker::BrokerEvents;
 use crate::channel::control;
 use crate::hub::Hub;
+use crate::metrics::NamespaceMetrics;
 use crate::node::Node;
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_shared::codec::{Control, NodeStatus};
@@ -17,6 +18,8 @@ use std::sync::{Arc, Weak};
 /// The node's side of its broker.
 pub struct NodeEvents {
     hub: Arc<Hub>,
+    /// Per-namespace delivery counters (one lookup per fan-out).
+    namespaces: Arc<NamespaceMetrics>,
     node: Weak<Node>,
 }
 
@@ -25,15 +28,21 @@ impl NodeEvents {
     pub fn new(node: &Arc<Node>) -> Self {
         NodeEvents {
             hub: node.hub.clone(),
+            namespaces: node.metrics.namespaces.clone(),
             node: Arc::downgrade(node),
         }
     }
 }
 
 impl BrokerEvents for NodeEvents {
-    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>) {
+    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>, received: u64) {
         debug_assert!(matches!(push.body(), PushBody::Pub(p) if p.offset == offset));
-        self.hub.publish(channel, push);
+        let f = self.hub.publish(channel, push, received);
+        if f.delivered > 0 {
+            if let Some(ns) = self.namespaces.for_channel(channel) {
+                ns.deliveries.increment(f.delivered as u64);
+            }
+        }
     }
 
     fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) {

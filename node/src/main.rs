@@ -54,7 +54,24 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    herald_shared::telemetry::init_tracing(config.log_format);
+    let otel = config
+        .otel_endpoint
+        .as_ref()
+        .map(|endpoint| herald_shared::otel::OtelOptions {
+            endpoint: endpoint.clone(),
+            sample_ratio: config.otel_sample_ratio,
+            service_name: "herald-node",
+            instance: config.node_id.clone(),
+        });
+    // Kept to the end of main: dropping it flushes the spans not exported yet.
+    let _otel_guard =
+        match herald_shared::telemetry::init_tracing_with(config.log_format, otel.as_ref()) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("herald-node: cannot set up tracing: {e}");
+                return ExitCode::from(exit::FAILURE);
+            }
+        };
     let runtime = match herald_shared::net::runtime() {
         Ok(r) => r,
         Err(e) => {

@@ -80,7 +80,7 @@ impl Node {
             Some(a) => Some(Verifier::new(a)?),
             None => None,
         };
-        let metrics = NodeMetrics::new();
+        let metrics = NodeMetrics::new(config.namespaces.named.keys().map(String::as_str));
         let proxy = Proxy::new(&config.proxy);
         let connect_rate = parking_lot::Mutex::new(crate::session::rate::RateLimit::new(
             config.limits.connection_rate_limit,

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub(crate) struct ToHub(pub(crate) Arc<Hub>);
 
 impl BrokerEvents for ToHub {
-    fn publication(&self, channel: &str, _offset: u64, push: &Broadcast<'_>) {
-        self.0.publish(channel, push);
+    fn publication(&self, channel: &str, _offset: u64, push: &Broadcast<'_>, received: u64) {
+        self.0.publish(channel, push, received);
     }
     fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool) {
         self.0.join_leave(channel, push, force);

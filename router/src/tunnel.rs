@@ -35,6 +35,18 @@ pub enum End {
     Shutdown,
 }
 
+impl End {
+    /// The name logged (`closed`, `error`, `idle`, `shutdown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Error => "error",
+            End::Idle => "idle",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// An IO that counts the bytes read from it and when the last read happened.
 pub struct Metered<T> {
     /// The wrapped IO.

@@ -17,5 +17,6 @@ pub mod config;
 pub mod healthcheck;
 pub mod http;
 pub mod net;
+pub mod otel;
 pub mod protocol;
 pub mod telemetry;

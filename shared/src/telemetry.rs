@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
+pub use crate::otel::{OtelError, OtelGuard, OtelOptions};
+
 /// The log filter when `RUST_LOG` is unset or empty: `info`.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 
@@ -73,6 +75,23 @@ pub fn check_log_filter(directives: &str) -> Result<(), String> {
 /// (default [`DEFAULT_LOG_FILTER`]). Safe to call more than once: later calls (and calls
 /// after another subscriber was installed, as in tests) do nothing.
 pub fn init_tracing(format: LogFormat) {
+    // Without an exporter nothing can fail.
+    let _ = init_tracing_with(format, None);
+}
+
+/// [`init_tracing`], plus OpenTelemetry export of the trace spans when `otel` is given
+/// (see [`crate::otel`]). Keep the returned guard until the program ends: dropping it
+/// flushes the spans not exported yet. `Ok(None)` without `otel`, or when a subscriber
+/// was already installed.
+pub fn init_tracing_with(
+    format: LogFormat,
+    otel: Option<&OtelOptions>,
+) -> Result<Option<OtelGuard>, OtelError> {
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
     let directives = std::env::var("RUST_LOG").unwrap_or_default();
     let (filter, bad) = if directives.trim().is_empty() {
         (EnvFilter::new(DEFAULT_LOG_FILTER), None)
@@ -82,28 +101,46 @@ pub fn init_tracing(format: LogFormat) {
             Err(e) => (EnvFilter::new(DEFAULT_LOG_FILTER), Some(e)),
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let builder = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // A log line that cannot be written is dropped. Reporting it would print to the
         // same broken stderr, and that print panics: the SIGTERM handler's log line
         // then killed the task that starts the drain, and the process never stopped.
         .log_internal_errors(false);
-    let installed = match format {
-        LogFormat::Plain => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        // Event fields at the top level, as log collectors expect, not under "fields".
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_ansi(false)
-            .try_init(),
-    }
-    .is_ok();
+    let fmt: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        match format {
+            LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).boxed(),
+            // Event fields at the top level, as log collectors expect, not under "fields".
+            LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).boxed(),
+        };
+    // Trace spans are for the exporter only: the log never sees them, so with tracing
+    // off no layer wants them and they are disabled where they are created.
+    // A `Targets` filter (not a closure): its interest is cached per call site and it
+    // reports a level hint, so the log keeps `RUST_LOG`'s maximum level and disabled
+    // `debug!` call sites stay one load on the hot path.
+    let not_traces = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target(
+            crate::otel::TRACE_TARGET,
+            tracing_subscriber::filter::LevelFilter::OFF,
+        );
+    let fmt = fmt.with_filter(filter.and(not_traces));
+    let (otel_layer, guard) = match otel {
+        Some(opts) => {
+            let (provider, guard) = crate::otel::provider(opts)?;
+            (Some(crate::otel::layer(&provider)), Some(guard))
+        }
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel_layer)
+        .try_init()
+        .is_ok();
     if let (true, Some(e)) = (installed, bad) {
         tracing::warn!(error = %e, "RUST_LOG is not a valid filter; logging at {DEFAULT_LOG_FILTER}");
     }
+    Ok(guard.filter(|_| installed))
 }
 
 /// A Prometheus builder with Herald's settings: [`LATENCY_BUCKETS_SECONDS`] for every

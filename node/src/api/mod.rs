@@ -31,11 +31,27 @@ use std::sync::Arc;
 /// Answers one API request.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>, method: &str) -> Response<Body> {
     let label = dispatch::known_method(method).unwrap_or("unknown");
-    let r = run(&node, req, method).await;
+    // The root of a publish's trace (or a child of the caller's, from its traceparent).
+    let span = tracing::info_span!(
+        target: herald_shared::otel::TRACE_TARGET,
+        "herald.api",
+        http.method = "POST",
+        api.method = label,
+        node = %node.config.node_id,
+        api.result = tracing::field::Empty,
+    );
+    herald_shared::otel::extract_into(&span, |k| {
+        req.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let r = tracing::Instrument::instrument(run(&node, req, method), span.clone()).await;
     let result = match &r {
         Ok(_) => "ok",
         Err(e) => e.label(),
     };
+    span.record("api.result", result);
     metrics::counter!(crate::metrics::API_REQUESTS, "method" => label, "result" => result)
         .increment(1);
     match r {

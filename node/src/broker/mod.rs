@@ -167,8 +167,9 @@ pub enum JoinLeave {
 pub trait BrokerEvents: Send + Sync + 'static {
     /// A publication push for `channel` with its offset (0: none), for the local
     /// subscribers; encoded by whoever needs it, once per encoding. Called in offset
-    /// order per channel.
-    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>);
+    /// order per channel. `received` is when the broker got it
+    /// (`crate::metrics::now_nanos`), for the delivery-lag metric.
+    fn publication(&self, channel: &str, offset: u64, push: &Broadcast<'_>, received: u64);
     /// A join or leave push for the local subscribers that asked for them (`force`: for
     /// all of them).
     fn join_leave(&self, channel: &str, push: &Broadcast<'_>, force: bool);

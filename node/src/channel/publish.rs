@@ -66,6 +66,9 @@ pub async fn publish(
         })?;
     metrics::histogram!(crate::metrics::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
     node.metrics.publications.increment(1);
+    if let Some(c) = node.metrics.namespaces.for_channel(channel) {
+        c.publications.increment(1);
+    }
     Ok(position)
 }
 

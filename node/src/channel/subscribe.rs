@@ -91,6 +91,7 @@ pub async fn attach(
         result.positioned = true;
         if let Some(recovered) = recovered {
             result.was_recovering = true;
+            count_recovery(&options, &result.epoch, recovered, publications.len());
             if recovered {
                 result.recovered = true;
                 result.publications = publications;
@@ -112,6 +113,10 @@ pub async fn attach(
         }
     }
     result.delta = options.delta;
+    if !ns.has_history() && options.recover.is_some() {
+        // Asked to recover in a namespace that keeps nothing to recover from.
+        crate::metrics::recovery("not_recovered", 0);
+    }
     if state.expires_at != 0 {
         result.expires = true;
         result.ttl = state.expires_at.saturating_sub(now_secs()) as u32;
@@ -172,6 +177,20 @@ async fn recover(
         position,
         recovered,
     })
+}
+
+/// Counts a recovery by its result: `recovered`; `position_gone` when the client's
+/// epoch is the stream's but its offset is no longer kept; `not_recovered` when the
+/// epoch differs (the stream was lost or recreated since, or the client's is bogus).
+fn count_recovery(options: &AttachOptions, epoch: &str, recovered: bool, publications: usize) {
+    let result = if recovered {
+        "recovered"
+    } else if options.recover.as_ref().is_some_and(|p| p.epoch == epoch) {
+        "position_gone"
+    } else {
+        "not_recovered"
+    };
+    crate::metrics::recovery(result, if recovered { publications } else { 0 });
 }
 
 async fn detach_hub(node: &Node, conn: &Conn, channel: &str) {

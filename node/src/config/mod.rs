@@ -59,6 +59,11 @@ pub struct NodeConfig {
     pub write_interval: Duration,
     /// `HERALD_LOG_FORMAT`: `plain` or `json`. Default `plain`. (`RUST_LOG` filters.)
     pub log_format: herald_shared::telemetry::LogFormat,
+    /// `HERALD_OTEL_ENDPOINT`: OTLP/HTTP base URL traces are exported to
+    /// (`http://collector:4318`). Default unset: no traces.
+    pub otel_endpoint: Option<String>,
+    /// `HERALD_OTEL_SAMPLE_RATIO`: share of new traces recorded, 0 to 1. Default 1.
+    pub otel_sample_ratio: f64,
     /// How the node uses NATS (only read when `nats_url` is set).
     pub cluster: ClusterOptions,
     /// How the node drains on SIGTERM or `POST /admin/drain`.
@@ -84,6 +89,8 @@ impl std::fmt::Debug for NodeConfig {
             expiry_grace,
             write_interval,
             log_format,
+            otel_endpoint,
+            otel_sample_ratio,
             cluster,
             drain,
             proxy,
@@ -102,6 +109,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("expiry_grace", expiry_grace)
             .field("write_interval", write_interval)
             .field("log_format", log_format)
+            .field("otel_endpoint", otel_endpoint)
+            .field("otel_sample_ratio", otel_sample_ratio)
             .field("cluster", cluster)
             .field("drain", drain)
             .field("proxy", proxy)
@@ -348,6 +357,8 @@ impl NodeConfig {
             expiry_grace: Duration::from_secs(5),
             write_interval: Duration::ZERO,
             log_format: herald_shared::telemetry::LogFormat::Plain,
+            otel_endpoint: None,
+            otel_sample_ratio: herald_shared::otel::DEFAULT_SAMPLE_RATIO,
             cluster: ClusterOptions::default(),
             // Tests stop nodes all the time: no grace, no window.
             drain: DrainOptions {

@@ -61,6 +61,9 @@ pub struct Conn {
     channels: Mutex<HashMap<String, ChannelState>>,
     /// A ping was sent and no answer has come since.
     pub awaiting_pong: AtomicBool,
+    /// When the last unanswered ping was queued (`metrics::now_nanos`; 0: none), for
+    /// the ping round-trip metric.
+    pub ping_sent: AtomicU64,
     /// Unix seconds when the connection token expires; 0 = never.
     pub expires_at: AtomicU64,
 }
@@ -85,6 +88,7 @@ impl Conn {
             identity: OnceLock::new(),
             channels: Mutex::new(HashMap::new()),
             awaiting_pong: AtomicBool::new(false),
+            ping_sent: AtomicU64::new(0),
             expires_at: AtomicU64::new(0),
         }
     }

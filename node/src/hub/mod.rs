@@ -233,7 +233,12 @@ impl Hub {
     /// Delivers a publication to every local subscriber whose filter it passes, each
     /// in its connection's encoding (`push`: encoded at most once per encoding), and the
     /// shared delta-mode frames to delta subscribers (JSON only).
-    pub fn publish(&self, channel: &str, push: &Broadcast<'_>) -> Fanout {
+    ///
+    /// `received` (a `metrics::now_nanos` time: when the broker got it) travels with the
+    /// copy queued for the last subscriber only, whose writer records the delivery lag
+    /// when it writes it: one sample per fan-out, the sweep's slowest, and nothing per
+    /// recipient (0: no sample).
+    pub fn publish(&self, channel: &str, push: &Broadcast<'_>, received: u64) -> Fanout {
         let PushBody::Pub(p) = *push.body() else {
             return Fanout::default();
         };
@@ -255,7 +260,8 @@ impl Hub {
         let offset = p.offset;
         let mut f = Fanout::default();
         let max_pending = self.max_pending_bytes;
-        for sub in ch.subs.iter_mut() {
+        let last = ch.subs.len().saturating_sub(1);
+        for (i, sub) in ch.subs.iter_mut().enumerate() {
             if sub.filter.is_some_and(|i| !passes[i]) {
                 continue;
             }
@@ -282,11 +288,14 @@ impl Hub {
                         pending.push((offset, seq, frame));
                     }
                 }
-                None => match sub.out.push(frame) {
-                    Pushed::Queued => f.delivered += 1,
-                    Pushed::Slow => f.slow += 1,
-                    Pushed::Closing => {}
-                },
+                None => {
+                    let probe = if i == last { received } else { 0 };
+                    match sub.out.push_probed(frame, probe) {
+                        Pushed::Queued => f.delivered += 1,
+                        Pushed::Slow => f.slow += 1,
+                        Pushed::Closing => {}
+                    }
+                }
             }
         }
         drop(guard);

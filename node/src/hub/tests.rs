@@ -29,7 +29,7 @@ fn publish(hub: &Hub, channel: &str, offset: u64) -> (Fanout, Bytes) {
     let p = publication(offset, "1");
     let push = Broadcast::new(channel, PushBody::Pub(&p));
     (
-        hub.publish(channel, &push),
+        hub.publish(channel, &push, 0),
         push.get(Encoding::Json).clone(),
     )
 }
@@ -53,7 +53,7 @@ fn state(n: u64) -> String {
 
 fn send(hub: &Hub, offset: u64, data: &str) -> Fanout {
     let p = publication(offset, data);
-    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)))
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)), 0)
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn a_delta_needs_the_base_and_a_delta_publication() {
     // Not published in delta mode: full.
     let mut p = publication(2, &state(2));
     p.delta_publish = false;
-    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)));
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)), 0);
     send(&hub, 3, &state(3));
     let got = pushes(&q);
     let deltas: Vec<bool> = got
@@ -171,7 +171,7 @@ fn equal_filters_share_a_group_and_filtered_delta_subscribers_resync() {
     let tagged = |offset, t: &str, data: &str| {
         let mut p = publication(offset, data);
         p.tags.insert("t".into(), t.into());
-        hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)))
+        hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)), 0)
     };
     assert_eq!(tagged(1, "a", &state(1)).delivered, 3);
     assert_eq!(tagged(2, "b", &state(2)).delivered, 1, "filtered out");
@@ -258,7 +258,7 @@ fn each_encoding_is_encoded_once_and_shared() {
     }
     let p = publication(4, "1");
     let push = Broadcast::new("c", PushBody::Pub(&p));
-    assert_eq!(hub.publish("c", &push).delivered, 6);
+    assert_eq!(hub.publish("c", &push, 0).delivered, 6);
     let first = |q: &Arc<Outbound>| q.take().items.pop_front().unwrap();
     let j: Vec<Bytes> = json.iter().map(first).collect();
     let b: Vec<Bytes> = protobuf.iter().map(first).collect();
@@ -281,8 +281,24 @@ fn a_protobuf_subscriber_in_delta_mode_gets_full_protobuf_frames() {
     for offset in 1..=3 {
         let p = publication(offset, &state(offset));
         let push = Broadcast::new("c", PushBody::Pub(&p));
-        hub.publish("c", &push);
+        hub.publish("c", &push, 0);
         let got = q.take().items.pop_front().unwrap();
         assert_eq!(got, Encoding::Protobuf.push("c", &PushBody::Pub(&p)));
     }
+}
+
+#[test]
+fn one_lag_sample_per_fan_out_on_the_last_subscriber() {
+    let hub = Hub::new(1 << 20);
+    let qs: Vec<_> = (0..3).map(|_| queue()).collect();
+    for (i, q) in qs.iter().enumerate() {
+        hub.add("c", i as u64, q.clone(), jl(false), false);
+    }
+    let p = publication(1, "1");
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)), 42);
+    let probes: Vec<u64> = qs.iter().map(|q| q.take().probe).collect();
+    assert_eq!(probes, [0, 0, 42]);
+    let p = publication(2, "1");
+    hub.publish("c", &Broadcast::new("c", PushBody::Pub(&p)), 0);
+    assert!(qs.iter().all(|q| q.take().probe == 0), "0: no sample");
 }

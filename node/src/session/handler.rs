@@ -120,6 +120,10 @@ impl Session {
                 return Flow::Close(DisconnectCode::TooManyRequests.into());
             }
             if matches!(method, Method::Pong) {
+                let sent = conn.ping_sent.swap(0, Ordering::Relaxed);
+                if sent != 0 {
+                    crate::metrics::ping_rtt().record(crate::metrics::seconds_since(sent));
+                }
                 continue;
             }
             if let Flow::Close(c) = self.handle(id, method).await {

@@ -82,6 +82,7 @@ pub async fn serve(
     let early = parts.read_buf;
     let id = node.next_conn_id();
     let span = tracing::debug_span!("conn", conn.id = id, client.addr = %remote);
+    let opened = std::time::Instant::now();
     async move {
         let max = node.config.limits.queue_max_bytes;
         let conn = Arc::new(Conn::with_encoding(id, remote, max, encoding));
@@ -129,7 +130,19 @@ pub async fn serve(
         if let Some(code) = code {
             crate::metrics::disconnect(code);
         }
-        tracing::debug!(code = ?code, "connection closed");
+        // One line per connection close; its fields are documented (README, Logs).
+        let (client, user) = conn
+            .identity()
+            .map(|i| (i.client.as_str(), i.user.as_str()))
+            .unwrap_or(("", ""));
+        tracing::debug!(
+            close.code = code.unwrap_or(0),
+            close.reason = %conn.out.close_reason(),
+            duration_s = opened.elapsed().as_secs_f64(),
+            client.id = client,
+            user,
+            "connection closed"
+        );
     }
     .instrument(span)
     .await

@@ -139,6 +139,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return Ok(None);
             }
         }
+        if batch.probe != 0 {
+            crate::metrics::delivery_lag().record(crate::metrics::seconds_since(batch.probe));
+        }
         if let Some(close) = batch.close {
             return send_close(ws, close, conn).await.map(Some);
         }
@@ -163,6 +166,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             if now >= np {
                 conn.awaiting_pong.store(true, Ordering::Release);
+                conn.ping_sent
+                    .store(crate::metrics::now_nanos(), Ordering::Relaxed);
                 pong_deadline = Some(now + cfg.pong_timeout);
                 next_ping = Some(now + ping_every);
                 // `{}` in JSON, an empty `Reply` in Protobuf.

@@ -80,7 +80,15 @@ pub async fn handle(
                 metrics::upgrade("ok");
                 let set_cookie = (key.source != KeySource::Cookie)
                     .then(|| sticky::set_cookie(&router.config.sticky, &key));
-                return switch(&router, node, response, client_upgrade, set_cookie, slot);
+                return switch(
+                    &router,
+                    node,
+                    response,
+                    client_upgrade,
+                    set_cookie,
+                    slot,
+                    addr,
+                );
             }
             Ok(Answer::Final(response)) => {
                 metrics::upgrade("refused");
@@ -170,6 +178,7 @@ fn switch(
     client_upgrade: OnUpgrade,
     set_cookie: Option<hyper::header::HeaderValue>,
     slot: Arc<Slot>,
+    client: std::net::IpAddr,
 ) -> Response<Body> {
     let node_upgrade = hyper::upgrade::on(&mut response);
     let mut headers = response.headers().clone();
@@ -195,6 +204,7 @@ fn switch(
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let end = tunnel::run(
             TokioIo::new(client_io),
             TokioIo::new(node_io),
@@ -203,7 +213,14 @@ fn switch(
             router2.close.clone(),
         )
         .await;
-        tracing::debug!(node = %node2.addr, ?end, "tunnel ended");
+        // One line per connection close (fields documented in the README's log section).
+        tracing::debug!(
+            client.addr = %client,
+            node = %node2.addr,
+            end = end.as_str(),
+            duration_s = started.elapsed().as_secs_f64(),
+            "tunnel closed"
+        );
         // Ends by idling or by our own shutdown say nothing about the node.
         if matches!(end, tunnel::End::Closed | tunnel::End::Error) {
             router2.backends.tunnel_ended(&node2.addr);

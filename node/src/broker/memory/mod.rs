@@ -103,8 +103,15 @@ impl Inner {
 
     fn deliver(&self, channel: &str, offset: u64, publication: &Publication) {
         if let Some(events) = self.events.get() {
+            let received = crate::metrics::now_nanos();
+            let _fanout = tracing::info_span!(
+                target: herald_shared::otel::TRACE_TARGET,
+                "herald.fanout",
+                channel = %channel,
+            )
+            .entered();
             let push = Broadcast::new(channel, PushBody::Pub(publication));
-            events.publication(channel, offset, &push);
+            events.publication(channel, offset, &push, received);
         }
     }
 

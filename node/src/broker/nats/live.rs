@@ -164,13 +164,41 @@ async fn handle(
     held: &mut HeldLeaves,
     msg: Message,
 ) {
+    let received = crate::metrics::now_nanos();
+    // The fan-out on this node, in the trace of the publish that sent it (its context
+    // came in the message's headers; backends' messages have none: a trace of its own).
+    let span = tracing::info_span!(
+        target: herald_shared::otel::TRACE_TARGET,
+        "herald.fanout",
+        channel = %channel,
+        node = %inner.node_id,
+    );
+    if let Some(h) = msg.headers.as_ref() {
+        herald_shared::otel::extract_into(&span, |k| h.get(k).map(|v| v.as_str().to_owned()));
+    }
+    let handled = handle_message(inner, channel, history, cursor, held, msg, received);
+    tracing::Instrument::instrument(handled, span).await
+}
+
+async fn handle_message(
+    inner: &Arc<Inner>,
+    channel: &str,
+    history: bool,
+    cursor: &mut Cursor,
+    held: &mut HeldLeaves,
+    msg: Message,
+    received: u64,
+) {
     let force_jl = inner
         .ns_options(channel)
         .is_some_and(|ns| ns.force_push_join_leave);
     if let (true, Some(seq)) = (history, header_u64(&msg, "Nats-Sequence")) {
         let prev = header_u64(&msg, "Nats-Last-Sequence").unwrap_or(0);
         if seq <= cursor.delivered {
-            return; // already delivered by a repair
+            // Already delivered by a repair.
+            metrics::counter!(crate::metrics::JETSTREAM_SKIPPED, "reason" => "duplicate")
+                .increment(1);
+            return;
         }
         if prev > cursor.seen() {
             repair(inner, channel, cursor, seq).await;
@@ -181,7 +209,7 @@ async fn handle(
             .as_ref()
             .is_some_and(|h| h.get(MARKER_HEADER).is_some());
         if !marker {
-            deliver_bytes(inner, channel, seq, &msg.payload);
+            deliver_bytes(inner, channel, seq, &msg.payload, received);
         }
         return;
     }
@@ -213,7 +241,7 @@ async fn handle(
                 Err(e) => tracing::warn!(channel, error = %e, "bad leave envelope"),
             },
             Ok(Envelope::Publication(_) | Envelope::DeltaPublication(_)) => {
-                deliver_bytes(inner, channel, 0, &msg.payload)
+                deliver_bytes(inner, channel, 0, &msg.payload, received)
             }
             Ok(other) => {
                 tracing::warn!(channel, kind = ?std::mem::discriminant(&other), "unexpected envelope on a channel subject")
@@ -225,25 +253,26 @@ async fn handle(
         return;
     }
     // Plain JSON from a backend, on a channel without history.
-    deliver_bytes(inner, channel, 0, &msg.payload);
+    deliver_bytes(inner, channel, 0, &msg.payload, received);
 }
 
-fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8]) {
+fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8], received: u64) {
     match codec::decode_publication(payload) {
         Ok(mut p) => {
             p.offset = offset;
-            deliver(inner, channel, &p);
+            deliver(inner, channel, &p, received);
         }
         Err(e) => tracing::warn!(channel, offset, error = %e, "skipping undecodable publication"),
     }
 }
 
-fn deliver(inner: &Inner, channel: &str, p: &Publication) {
+fn deliver(inner: &Inner, channel: &str, p: &Publication, received: u64) {
     if let Some(events) = inner.events() {
         events.publication(
             channel,
             p.offset,
             &Broadcast::new(channel, PushBody::Pub(p)),
+            received,
         );
     }
 }
@@ -289,12 +318,16 @@ async fn repair(inner: &Arc<Inner>, channel: &str, cursor: &mut Cursor, before: 
     };
     match result {
         Ok(pubs) => {
+            metrics::counter!(crate::metrics::JETSTREAM_REREAD).increment(pubs.len() as u64);
+            let received = crate::metrics::now_nanos();
             for p in pubs {
-                deliver(inner, channel, &p);
+                deliver(inner, channel, &p, received);
                 cursor.delivered = p.offset;
             }
         }
         Err(e) => {
+            metrics::counter!(crate::metrics::JETSTREAM_SKIPPED, "reason" => "unreadable")
+                .increment(1);
             // Cannot fill the gap: subscribers must resubscribe and recover themselves.
             tracing::warn!(channel, error = %e, "cannot read missed publications; closing subscribers");
             resync(inner, channel);

@@ -124,7 +124,7 @@ impl NatsBroker {
             } else {
                 subjects::publish_subject(channel)
             };
-            self.inner.publish("NATS publish", subject, payload).await?;
+            self.inner.publish_traced(subject, payload).await?;
             return Ok(StreamPosition::default());
         }
         let ns_stream = self.inner.ns_stream(channel)?;
@@ -222,7 +222,17 @@ impl Broker for NatsBroker {
     }
 
     fn publish<'a>(&'a self, to: Scope<'a>, p: Outgoing<'a>) -> BrokerFuture<'a, StreamPosition> {
-        async move { NatsBroker::publish(self, to, &p).await }.boxed()
+        let span = tracing::info_span!(
+            target: herald_shared::otel::TRACE_TARGET,
+            "herald.broker.publish",
+            channel = %to.channel,
+            broker = "nats",
+        );
+        tracing::Instrument::instrument(
+            async move { NatsBroker::publish(self, to, &p).await },
+            span,
+        )
+        .boxed()
     }
 
     fn join_leave<'a>(

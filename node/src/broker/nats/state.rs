@@ -156,6 +156,33 @@ impl Inner {
             .map_err(|e| BrokerError::nats(what, e))
     }
 
+    /// [`Inner::publish`] in a trace span whose context travels in the message's
+    /// headers (a publication without history: no JetStream, no ack).
+    pub(super) async fn publish_traced(
+        &self,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<(), BrokerError> {
+        let span = tracing::info_span!(
+            target: herald_shared::otel::TRACE_TARGET,
+            "herald.nats.publish",
+            subject = %subject,
+        );
+        let mut headers = HeaderMap::new();
+        herald_shared::otel::inject(&span, |k, v| headers.insert(k, v));
+        if headers.iter().next().is_none() {
+            return tracing::Instrument::instrument(
+                self.publish("NATS publish", subject, payload),
+                span,
+            )
+            .await;
+        }
+        let publish = self.client.publish_with_headers(subject, headers, payload);
+        tracing::Instrument::instrument(publish, span)
+            .await
+            .map_err(|e| BrokerError::nats("NATS publish", e))
+    }
+
     /// Publishes to JetStream, retrying transient failures until the publish timeout.
     pub(super) async fn js_publish(
         &self,
@@ -165,16 +192,32 @@ impl Inner {
     ) -> Result<u64, BrokerError> {
         let deadline = tokio::time::Instant::now() + self.opts.publish_timeout;
         loop {
+            // One span per attempt: the NATS publish and the JetStream ack. Its context
+            // rides in the message's headers to every node that delivers it.
+            let span = tracing::info_span!(
+                target: herald_shared::otel::TRACE_TARGET,
+                "herald.jetstream.publish",
+                subject = %subject,
+                seq = tracing::field::Empty,
+            );
+            let mut headers = headers.clone();
+            herald_shared::otel::inject(&span, |k, v| headers.insert(k, v));
             let attempt = async {
-                self.js
-                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                let sent = std::time::Instant::now();
+                let seq = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers, payload.clone())
                     .await
                     .map_err(|e| BrokerError::nats("JetStream publish", e))?
                     .await
                     .map(|ack| ack.sequence)
-                    .map_err(|e| BrokerError::nats("JetStream publish", e))
+                    .map_err(|e| BrokerError::nats("JetStream publish", e))?;
+                metrics::histogram!(crate::metrics::NATS_PUBLISH_RTT)
+                    .record(sent.elapsed().as_secs_f64());
+                tracing::Span::current().record("seq", seq);
+                Ok(seq)
             };
-            match attempt.await {
+            match tracing::Instrument::instrument(attempt, span).await {
                 Ok(seq) => return Ok(seq),
                 Err(e) => {
                     if tokio::time::Instant::now() >= deadline {

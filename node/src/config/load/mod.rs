@@ -82,6 +82,9 @@ const DEFAULT_WRITE_INTERVAL: Duration = Duration::ZERO;
 /// window but a stall.
 const MAX_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 const ENV_LOG_FORMAT: &str = "HERALD_LOG_FORMAT";
+const ENV_OTEL_ENDPOINT: &str = "HERALD_OTEL_ENDPOINT";
+const ENV_OTEL_SAMPLE_RATIO: &str = "HERALD_OTEL_SAMPLE_RATIO";
+const DEFAULT_OTEL_SAMPLE_RATIO: f64 = herald_shared::otel::DEFAULT_SAMPLE_RATIO;
 
 /// Reads the node's configuration from `lookup` (and the file it names in
 /// `HERALD_CONFIG`). On failure returns every problem found, each naming its setting.
@@ -112,6 +115,14 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         ..=MAX_WRITE_INTERVAL,
     );
     let log_format = s.parse(ENV_LOG_FORMAT, LogFormat::default());
+    let otel_endpoint = s.convert(ENV_OTEL_ENDPOINT, None, |t| {
+        herald_shared::otel::check_endpoint(t).map(|()| Some(t.trim_end_matches('/').to_owned()))
+    });
+    let otel_sample_ratio = s.convert(
+        ENV_OTEL_SAMPLE_RATIO,
+        DEFAULT_OTEL_SAMPLE_RATIO,
+        herald_shared::otel::check_sample_ratio,
+    );
     let auth = auth::auth(&mut s);
     let cluster = super::cluster::cluster(&mut s);
     let drain = super::drain::drain(&mut s);
@@ -133,6 +144,8 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         expiry_grace,
         write_interval,
         log_format,
+        otel_endpoint,
+        otel_sample_ratio,
         cluster,
         drain,
         proxy,

@@ -103,6 +103,8 @@ fn every_setting_overridden() {
         ("HERALD_ALLOWED_DELTA_TYPES", "fossil"),
         ("HERALD_DELTA_PUBLISH", "true"),
         ("HERALD_ALLOW_TAGS_FILTER", "yes"),
+        ("HERALD_OTEL_ENDPOINT", "http://collector:4318/"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "0.25"),
         ("HERALD_TOKEN_HMAC_SECRET", SECRET),
         ("HERALD_TOKEN_ALGORITHM", "HS512"),
         ("HERALD_TOKEN_AUDIENCE", "herald"),
@@ -114,6 +116,8 @@ fn every_setting_overridden() {
     assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(c.node_id, "node-a");
     assert_eq!(c.nats_url.as_deref(), Some("nats://n1:4222,tls://n2:4222"));
+    assert_eq!(c.otel_endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!(c.otel_sample_ratio, 0.25);
     assert!(c.allow_anonymous);
     assert_eq!(c.api_key.as_deref(), Some("api-key-1"));
     assert_eq!(
@@ -316,6 +320,10 @@ fn a_bad_value_per_kind_names_the_setting() {
         ("HERALD_EXPIRY_GRACE", "-5"),
         ("HERALD_WRITE_INTERVAL", "2"),
         ("HERALD_LOG_FORMAT", "xml"),
+        ("HERALD_OTEL_ENDPOINT", "https://collector:4318"),
+        ("HERALD_OTEL_ENDPOINT", "collector:4318"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "2"),
+        ("HERALD_OTEL_SAMPLE_RATIO", "-0.5"),
         ("HERALD_TOKEN_LEEWAY", "1.5"),
         ("HERALD_FORCE_RECOVERY_MODE", "latest"),
         ("HERALD_ALLOWED_DELTA_TYPES", "zstd"),

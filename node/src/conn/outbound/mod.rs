@@ -61,6 +61,10 @@ pub struct Batch {
     pub pongs: Vec<Bytes>,
     /// Set once: close the connection after writing `items`.
     pub close: Option<CloseReason>,
+    /// When the broker received the oldest sampled publication in `items`
+    /// (`metrics::now_nanos`; 0: none): the writer records the delivery lag once it has
+    /// written them.
+    pub probe: u64,
 }
 
 struct State {
@@ -77,6 +81,8 @@ struct State {
     /// The code of the close decision, kept after the writer took it: a writer stuck on
     /// a client that does not read never reports the code it meant to send.
     code: Option<u16>,
+    /// The reason text of that decision, for the log line of the close.
+    reason: Cow<'static, str>,
     /// The writer took a batch and has not parked since: producers wake it, not a lane.
     writer_busy: bool,
     /// Handed to the lane and not served yet.
@@ -86,6 +92,8 @@ struct State {
     /// The socket the lane writes to; `None` before [`Outbound::attach`] and after
     /// [`Outbound::detach`] (then only the writer writes, through its own handle).
     socket: Option<Arc<TcpStream>>,
+    /// Receive time of the oldest sampled publication queued (see [`Batch::probe`]).
+    probe: u64,
 }
 
 impl Default for State {
@@ -97,11 +105,13 @@ impl Default for State {
             close: None,
             closed: false,
             code: None,
+            reason: Cow::Borrowed(""),
             // Busy until the writer first parks: what comes before goes through it.
             writer_busy: true,
             scheduled: false,
             partial: None,
             socket: None,
+            probe: 0,
         }
     }
 }
@@ -214,9 +224,24 @@ impl Outbound {
         self.push_all(std::iter::once(message))
     }
 
+    /// Appends one encoded message that carries a delivery-lag sample: `received` is
+    /// when the broker got it (`metrics::now_nanos`; 0: no sample). The queue keeps the
+    /// oldest sample until the write that carries it.
+    pub fn push_probed(self: &Arc<Self>, message: Bytes, received: u64) -> Pushed {
+        self.push_inner(std::iter::once(message), received)
+    }
+
     /// Appends several messages atomically (nothing else interleaves). Used to flush a
     /// subscription's buffered publications right after its subscribe reply.
     pub fn push_all(self: &Arc<Self>, messages: impl IntoIterator<Item = Bytes>) -> Pushed {
+        self.push_inner(messages, 0)
+    }
+
+    fn push_inner(
+        self: &Arc<Self>,
+        messages: impl IntoIterator<Item = Bytes>,
+        probe: u64,
+    ) -> Pushed {
         let mut st = self.lock();
         if st.close.is_some() || st.closed {
             return Pushed::Closing;
@@ -226,12 +251,16 @@ impl Outbound {
             if st.bytes + m.len() > self.max_bytes {
                 st.close = Some(DisconnectCode::Slow.into());
                 st.code = Some(DisconnectCode::Slow.code());
+                st.reason = Cow::Borrowed(DisconnectCode::Slow.reason());
                 drop(st);
                 self.closing_decided();
                 return Pushed::Slow;
             }
             st.bytes += m.len();
             st.items.push_back(m);
+        }
+        if st.probe == 0 {
+            st.probe = probe;
         }
         let wake = Self::wake_for(&mut st, was_empty);
         drop(st);
@@ -259,6 +288,7 @@ impl Outbound {
         }
         let reason = reason.into();
         st.code = Some(reason.code);
+        st.reason = reason.reason.clone();
         st.close = Some(reason);
         drop(st);
         self.closing_decided();
@@ -268,6 +298,11 @@ impl Outbound {
     /// The code of the close decision, if one was made.
     pub fn close_code(&self) -> Option<u16> {
         self.lock().code
+    }
+
+    /// The reason text of the close decision ("" when none was made or it had none).
+    pub fn close_reason(&self) -> Cow<'static, str> {
+        self.lock().reason.clone()
     }
 
     fn closing_decided(&self) {
@@ -301,11 +336,13 @@ impl Outbound {
         if close.is_some() {
             st.closed = true;
         }
+        let probe = std::mem::take(&mut st.probe);
         Batch {
             partial,
             items,
             pongs,
             close,
+            probe,
         }
     }
 
@@ -347,6 +384,7 @@ impl Outbound {
         }
         let start = coalesce(&mut st.items, buf, self.encoding);
         st.bytes = 0;
+        let probe = std::mem::take(&mut st.probe);
         let payload = buf.len() - MAX_SERVER_HEAD;
         let frame = &buf[start..];
         let written = match socket.try_write(frame) {
@@ -359,6 +397,12 @@ impl Outbound {
             st.partial = Some(Bytes::copy_from_slice(&frame[written..]));
             drop(st);
             self.wake.notify_one();
+        } else {
+            drop(st);
+        }
+        // Written, or handed to the kernel in part (the writer finishes the frame).
+        if probe != 0 {
+            crate::metrics::delivery_lag().record(crate::metrics::seconds_since(probe));
         }
         payload
     }
