@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 import websockets
 import yaml
 
@@ -179,6 +180,10 @@ async def drive(node_urls: list[str], router_url: str) -> None:
                 "channel": "dash", "recover": True, "epoch": sub["epoch"],
                 "offset": sub.get("offset", 0)}}))
             await recv_json(ws, lambda m: m.get("id") == 4)
+            # One call through the rpc proxy (the backend started in run()).
+            await ws.send(json.dumps({"id": 5, "rpc": {"method": "m", "data": {}}}))
+            reply = await recv_json(ws, lambda m: m.get("id") == 5)
+            assert "rpc" in reply, reply
             # Ping interval is 1 s: wait for one ping and answer it (recv_json does).
             try:
                 await recv_json(ws, lambda m: False, timeout=2.5)
@@ -197,6 +202,16 @@ async def run(node_bin: str, router_bin: str, self_test: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="herald-dash-") as tmp:
         work = Path(tmp)
         procs = Procs(work)
+        # A backend for the rpc proxy, so the proxy metrics have a call to count.
+        async def rpc_answer(_request):
+            return web.json_response({"result": {"data": {"ok": True}}})
+
+        backend = web.Application()
+        backend.router.add_post("/rpc", rpc_answer)
+        runner = web.AppRunner(backend)
+        await runner.setup()
+        backend_port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", backend_port).start()
         try:
             nats_port = free_port()
             procs.start("nats", [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port),
@@ -210,6 +225,7 @@ async def run(node_bin: str, router_bin: str, self_test: bool) -> None:
                     "HERALD_TOKEN_HMAC_SECRET": SECRET,
                     "HERALD_API_KEY": API_KEY,
                     "HERALD_PING_INTERVAL": "1",
+                    "HERALD_PROXY_RPC_ENDPOINT": f"http://127.0.0.1:{backend_port}/rpc",
                     "RUST_LOG": "warn",
                 })
             router_port = free_port()
@@ -232,6 +248,7 @@ async def run(node_bin: str, router_bin: str, self_test: bool) -> None:
                         texts.append(await r.text())
         finally:
             procs.stop()
+            await runner.cleanup()
             for log in sorted(work.glob("*.log")):
                 text = log.read_text(errors="replace")
                 if "panicked" in text:
