@@ -105,7 +105,8 @@ pub struct BackendDisconnect {
     pub reason: String,
 }
 
-/// Connect options of one server-side subscription in `subs`.
+/// Options of one subscription: an entry of the connect proxy's `subs`, or the subscribe
+/// proxy's `result` (the same fields in Centrifugo's proxy JSON).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SubOptions {
     /// `info`: the subscriber's channel info (`chan_info`).
@@ -114,13 +115,15 @@ pub struct SubOptions {
     /// `b64info`: the same, base64.
     #[serde(default)]
     pub b64info: String,
-    /// `data`: sent to the client with the subscription (in the connect reply).
+    /// `data`: sent to the client with the subscription (in the connect or subscribe
+    /// reply).
     #[serde(default)]
     pub data: Option<RawJson>,
     /// `b64data`: the same, base64.
     #[serde(default)]
     pub b64data: String,
-    /// `expire_at`: accepted and ignored (server-side subscriptions do not expire here).
+    /// `expire_at`: unix seconds when the sub_refresh proxy is asked; 0 = never. Ignored
+    /// for the connect proxy's `subs` (server-side subscriptions do not expire here).
     #[serde(default)]
     pub expire_at: i64,
 }
@@ -173,24 +176,7 @@ pub struct RefreshResult {
 }
 
 /// `result` of the subscribe proxy.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct SubscribeResult {
-    /// `info`: the subscriber's channel info (`chan_info`).
-    #[serde(default)]
-    pub info: Option<RawJson>,
-    /// `b64info`: the same, base64.
-    #[serde(default)]
-    pub b64info: String,
-    /// `data`: sent to the client in the subscribe reply.
-    #[serde(default)]
-    pub data: Option<RawJson>,
-    /// `b64data`: the same, base64.
-    #[serde(default)]
-    pub b64data: String,
-    /// `expire_at`: unix seconds when the sub_refresh proxy is asked; 0 = never.
-    #[serde(default)]
-    pub expire_at: i64,
-}
+pub type SubscribeResult = SubOptions;
 
 /// `result` of the publish proxy.
 #[derive(Clone, Debug, Default, Deserialize)]

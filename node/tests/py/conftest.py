@@ -156,31 +156,30 @@ class SdkFactory:
         return data
 
 
-@pytest.fixture(params=["json", "protobuf"])
-async def sdk(node_factory, request):
-    """The SDK client factory ([`SdkFactory`]), once per encoding."""
-    make = SdkFactory(request.param)
-    clients = make.clients
-
-    yield make
-    for c in clients:
-        try:
-            await c.disconnect()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-@pytest.fixture
-async def json_sdk(node_factory):
-    """The SDK client factory in the JSON encoding only: for features the node's
-    Protobuf encoding lacks so far (README "Differences from Centrifugo")."""
-    make = SdkFactory("json")
+async def _sdk_clients(encoding: str):
+    """An [`SdkFactory`] in `encoding`, its clients disconnected afterwards."""
+    make = SdkFactory(encoding)
     yield make
     for c in make.clients:
         try:
             await c.disconnect()
         except Exception:  # noqa: BLE001
             pass
+
+
+@pytest.fixture(params=["json", "protobuf"])
+async def sdk(node_factory, request):
+    """The SDK client factory ([`SdkFactory`]), once per encoding."""
+    async for make in _sdk_clients(request.param):
+        yield make
+
+
+@pytest.fixture
+async def json_sdk(node_factory):
+    """The SDK client factory in the JSON encoding only: for features the node's
+    Protobuf encoding lacks so far (README "Differences from Centrifugo")."""
+    async for make in _sdk_clients("json"):
+        yield make
 
 
 @pytest.fixture
