@@ -170,6 +170,19 @@ mod tests {
         assert!(out.park());
     }
 
+    /// Pushes `size`-byte messages (the n-th filled with `'0' + n % 64`) to a client
+    /// that reads nothing, until the lane could not finish a frame; returns how many.
+    async fn fill_until_partial(out: &Arc<Outbound>, size: usize) -> u8 {
+        let mut sent = 0u8;
+        while !out.has_partial() {
+            assert!(sent < 250, "the socket never filled");
+            out.push(Bytes::from(vec![b'0' + sent % 64; size]));
+            sent += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        sent
+    }
+
     #[tokio::test]
     async fn an_idle_writers_messages_go_out_through_the_lane_coalesced() {
         let (server, mut client) = pair().await;
@@ -199,13 +212,7 @@ mod tests {
         parked(&out);
         // The client reads nothing: push until the lane could not finish a frame.
         let size = 100 * 1024;
-        let mut sent = 0u8;
-        while !out.has_partial() {
-            assert!(sent < 250, "the socket never filled");
-            out.push(Bytes::from(vec![b'0' + sent % 64; size]));
-            sent += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        let sent = fill_until_partial(&out, size).await;
         // The writer's turn: the rest of that frame, then whatever was queued after it.
         let reader = tokio::spawn(async move {
             let mut all = Vec::new();
@@ -244,5 +251,37 @@ mod tests {
             at += 10 + len;
         }
         assert_eq!(n, sent, "every message arrived once, in order");
+    }
+
+    #[tokio::test]
+    async fn what_comes_after_a_partial_frame_waits_for_the_writer() {
+        let (server, mut client) = pair().await;
+        let lanes = lanes();
+        let out = Arc::new(Outbound::new(64 << 20));
+        out.attach(lanes.lane(3), server.clone());
+        parked(&out);
+        fill_until_partial(&out, 100 * 1024).await;
+        // The client catches up, so the socket is writable again before the writer
+        // has run: a message queued now must not overtake the rest of the frame.
+        let mut head = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut head)).await
+        {
+            got.extend_from_slice(&head[..n]);
+        }
+        out.push(Bytes::from_static(b"late"));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let batch = out.take();
+        assert!(batch.partial.is_some(), "the writer finishes the frame");
+        assert_eq!(
+            batch.items,
+            [Bytes::from_static(b"late")],
+            "the late message waited for the writer"
+        );
+        // Nothing reached the socket meanwhile.
+        let r = tokio::time::timeout(std::time::Duration::from_millis(30), client.read(&mut head));
+        assert!(r.await.is_err(), "no byte after the client caught up");
+        assert!(!got.is_empty());
     }
 }
