@@ -168,7 +168,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 conn.awaiting_pong.store(true, Ordering::Release);
                 conn.ping_sent
                     .store(crate::metrics::now_nanos(), Ordering::Relaxed);
-                pong_deadline = Some(now + cfg.pong_timeout);
+                // An earlier ping still unanswered keeps its deadline: with a pong
+                // timeout longer than the ping interval, moving it at every ping would
+                // never close a client that stopped answering.
+                if pong_deadline.is_none() {
+                    pong_deadline = Some(now + cfg.pong_timeout);
+                }
                 next_ping = Some(now + ping_every);
                 // `{}` in JSON, an empty `Reply` in Protobuf.
                 conn.out.push(conn.encoding().ping());

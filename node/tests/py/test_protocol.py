@@ -63,8 +63,11 @@ async def test_server_pings_and_a_client_that_answers_stays_connected(node_facto
     await c.subscribe("still-here")
 
 
-async def test_client_that_never_answers_pings_is_closed_3012(node_factory, raw):
-    node = node_factory(HERALD_PING_INTERVAL=1, HERALD_PONG_TIMEOUT=1)
+@pytest.mark.parametrize("pong_timeout", [1, 3], ids=["shorter", "longer-than-ping"])
+async def test_client_that_never_answers_pings_is_closed_3012(node_factory, raw, pong_timeout):
+    """A pong timeout longer than the ping interval still ends a silent client: the
+    later pings do not move the first unanswered one's deadline."""
+    node = node_factory(HERALD_PING_INTERVAL=1, HERALD_PONG_TIMEOUT=pong_timeout)
     c = await raw(node, connect=False, auto_pong=False)
     await c.connect(node.token("alice"))
     await c.expect_disconnect(3012, timeout=15)
