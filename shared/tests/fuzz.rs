@@ -39,7 +39,7 @@ use herald_shared::codec::{
     WireClientInfo, WirePublication,
 };
 use herald_shared::protocol::protobuf::{decode_protobuf_frame, pb};
-use herald_shared::protocol::{decode_frame, DecodeError, Method, RawJson};
+use herald_shared::protocol::{decode_frame, Command, DecodeError, Method, RawJson};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -294,34 +294,8 @@ fn check_raw(where_: &str, raw: &RawJson) {
         .unwrap_or_else(|e| panic!("{where_}: raw JSON is not JSON ({e}): {text:?}"));
 }
 
-fn check_frame(input: &[u8]) {
-    let result = decode_frame(input, MAX_COMMANDS);
-    let text = match std::str::from_utf8(input) {
-        Ok(t) => t,
-        Err(_) => {
-            assert!(
-                matches!(result, Err(DecodeError::InvalidUtf8)),
-                "invalid UTF-8 must be InvalidUtf8, got {result:?}"
-            );
-            return;
-        }
-    };
-    let lines = text.split('\n').filter(|l| !l.trim().is_empty()).count();
-    let commands = match result {
-        Ok(c) => c,
-        Err(DecodeError::InvalidUtf8) => panic!("valid UTF-8 reported as invalid"),
-        Err(DecodeError::TooManyCommands(n)) => {
-            assert_eq!(n, MAX_COMMANDS);
-            assert!(lines > MAX_COMMANDS, "{lines} lines are not too many");
-            return;
-        }
-        Err(e) => {
-            // An error names its problem (its Display does not panic either).
-            assert!(!e.to_string().is_empty());
-            return;
-        }
-    };
-    assert_eq!(commands.len(), lines, "one command per non-blank line");
+/// Every payload the decoded commands carry is raw JSON the node can forward.
+fn check_payloads(commands: Vec<Command>) {
     for command in commands {
         let Ok((_, method)) = command.into_method() else {
             continue;
@@ -360,6 +334,37 @@ fn check_frame(input: &[u8]) {
             _ => {}
         }
     }
+}
+
+fn check_frame(input: &[u8]) {
+    let result = decode_frame(input, MAX_COMMANDS);
+    let text = match std::str::from_utf8(input) {
+        Ok(t) => t,
+        Err(_) => {
+            assert!(
+                matches!(result, Err(DecodeError::InvalidUtf8)),
+                "invalid UTF-8 must be InvalidUtf8, got {result:?}"
+            );
+            return;
+        }
+    };
+    let lines = text.split('\n').filter(|l| !l.trim().is_empty()).count();
+    let commands = match result {
+        Ok(c) => c,
+        Err(DecodeError::InvalidUtf8) => panic!("valid UTF-8 reported as invalid"),
+        Err(DecodeError::TooManyCommands(n)) => {
+            assert_eq!(n, MAX_COMMANDS);
+            assert!(lines > MAX_COMMANDS, "{lines} lines are not too many");
+            return;
+        }
+        Err(e) => {
+            // An error names its problem (its Display does not panic either).
+            assert!(!e.to_string().is_empty());
+            return;
+        }
+    };
+    assert_eq!(commands.len(), lines, "one command per non-blank line");
+    check_payloads(commands);
 }
 
 #[test]
@@ -579,44 +584,7 @@ fn check_protobuf_frame(input: &[u8]) {
             return;
         }
     };
-    for command in commands {
-        let Ok((_, method)) = command.into_method() else {
-            continue;
-        };
-        match method {
-            Method::Connect(c) => {
-                if let Some(d) = &c.data {
-                    check_raw("connect.data", d);
-                }
-                for s in c.subs.values() {
-                    if let Some(d) = &s.data {
-                        check_raw("connect.subs.data", d);
-                    }
-                }
-            }
-            Method::Subscribe(s) => {
-                if let Some(d) = &s.data {
-                    check_raw("subscribe.data", d);
-                }
-            }
-            Method::Publish(p) => {
-                if let Some(d) = &p.data {
-                    check_raw("publish.data", d);
-                }
-            }
-            Method::Send(s) => {
-                if let Some(d) = &s.data {
-                    check_raw("send.data", d);
-                }
-            }
-            Method::Rpc(r) => {
-                if let Some(d) = &r.data {
-                    check_raw("rpc.data", d);
-                }
-            }
-            _ => {}
-        }
-    }
+    check_payloads(commands);
 }
 
 /// An unmutated frame decodes to what it was built from (fields the node reads).

@@ -356,17 +356,8 @@ mod tests {
 
     fn publication() -> Publication {
         Publication {
-            data: RawJson::parse(r#"{"text":"hi"}"#).unwrap(),
-            info: Some(ClientInfo {
-                user: "42".into(),
-                client: "c1".into(),
-                conn_info: Some(RawJson::parse(r#"{"name":"Ann"}"#).unwrap()),
-                chan_info: None,
-            }),
-            offset: 3,
             tags: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
-            delta: false,
-            delta_publish: false,
+            ..crate::protocol::reply::tests::publication()
         }
     }
 

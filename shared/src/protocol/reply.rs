@@ -337,10 +337,11 @@ pub fn encode_refresh_push(expires: bool, ttl: u32) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn publication() -> Publication {
+    /// A publication with client info, shared with the encoding tests.
+    pub(crate) fn publication() -> Publication {
         Publication {
             data: RawJson::parse(r#"{"text":"hi"}"#).unwrap(),
             info: Some(ClientInfo {
