@@ -245,4 +245,43 @@ mod tests {
         }
         assert_eq!(n, sent, "every message arrived once, in order");
     }
+
+    #[tokio::test]
+    async fn what_comes_after_a_partial_frame_waits_for_the_writer() {
+        let (server, mut client) = pair().await;
+        let lanes = lanes();
+        let out = Arc::new(Outbound::new(64 << 20));
+        out.attach(lanes.lane(3), server.clone());
+        parked(&out);
+        let size = 100 * 1024;
+        let mut sent = 0usize;
+        while !out.has_partial() {
+            assert!(sent < 250, "the socket never filled");
+            out.push(Bytes::from(vec![b'a'; size]));
+            sent += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // The client catches up, so the socket is writable again before the writer
+        // has run: a message queued now must not overtake the rest of the frame.
+        let mut head = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut head)).await
+        {
+            got.extend_from_slice(&head[..n]);
+        }
+        out.push(Bytes::from_static(b"late"));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let batch = out.take();
+        assert!(batch.partial.is_some(), "the writer finishes the frame");
+        assert_eq!(
+            batch.items,
+            [Bytes::from_static(b"late")],
+            "the late message waited for the writer"
+        );
+        // Nothing reached the socket meanwhile.
+        let r = tokio::time::timeout(std::time::Duration::from_millis(30), client.read(&mut head));
+        assert!(r.await.is_err(), "no byte after the client caught up");
+        assert!(!got.is_empty());
+    }
 }

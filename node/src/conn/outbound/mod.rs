@@ -369,7 +369,12 @@ impl Outbound {
     pub fn write_now(&self, buf: &mut Vec<u8>) -> usize {
         let mut st = self.lock();
         st.scheduled = false;
-        if st.writer_busy || st.items.is_empty() || st.close.is_some() || st.closed {
+        if st.writer_busy
+            || st.partial.is_some()
+            || st.items.is_empty()
+            || st.close.is_some()
+            || st.closed
+        {
             return 0;
         }
         let Some(socket) = st.socket.clone() else {
@@ -394,7 +399,11 @@ impl Outbound {
             Err(_) => 0,
         };
         if written < frame.len() {
+            // From here the writer owns the socket until it parks again: a later
+            // message must not reach the socket before the rest of this frame (with
+            // nothing written, a lane that wrote the next message would swap them).
             st.partial = Some(Bytes::copy_from_slice(&frame[written..]));
+            st.writer_busy = true;
             drop(st);
             self.wake.notify_one();
         } else {
