@@ -47,6 +47,10 @@ pub const UPGRADES_REFUSED: &str = "herald_node_upgrades_refused_total";
 pub const RECOVERIES: &str = "herald_node_recoveries_total";
 /// Publications handed to clients by successful recoveries (counter).
 pub const RECOVERED_PUBLICATIONS: &str = "herald_node_recovered_publications_total";
+/// Stream-mode recoveries in cluster mode by where their publications came from:
+/// `shared` (the channel's range on this node, which earlier recoveries and live
+/// delivery filled: no JetStream read) or `jetstream` (some or all read) (counter).
+pub const RECOVERY_READS: &str = "herald_node_recovery_reads_total";
 /// From the broker's receipt of a publication (NATS message read, or the embedded
 /// broker's publish) to the socket write that carried it, seconds. Sampled: the last
 /// subscriber of every fan-out, so it shows the slowest delivery of each sweep.
@@ -185,6 +189,9 @@ impl NodeMetrics {
             counter!(RECOVERIES, "result" => result).absolute(0);
         }
         counter!(RECOVERED_PUBLICATIONS).absolute(0);
+        for source in ["shared", "jetstream"] {
+            counter!(RECOVERY_READS, "source" => source).absolute(0);
+        }
         counter!(JETSTREAM_REREAD).absolute(0);
         for reason in ["duplicate", "unreadable"] {
             counter!(JETSTREAM_SKIPPED, "reason" => reason).absolute(0);
@@ -266,6 +273,10 @@ fn describe() {
     describe_counter!(
         RECOVERED_PUBLICATIONS,
         "Publications handed to clients by successful recoveries."
+    );
+    describe_counter!(
+        RECOVERY_READS,
+        "Stream recoveries by where their publications came from (shared range, jetstream)."
     );
     describe_histogram!(
         DELIVERY_LAG,

@@ -1,11 +1,12 @@
 //! History reads, recovery and purges, by the recovery rule of the [module](super).
 
-use super::state::Inner;
+use super::recent;
+use super::state::{Inner, NsStream};
 use super::subjects;
 use crate::broker::{BrokerError, HistoryQuery, Recovery};
 use crate::config::NamespaceOptions;
 use async_nats::jetstream::stream;
-use herald_shared::protocol::{HistoryResult, StreamPosition};
+use herald_shared::protocol::{HistoryResult, Publication, StreamPosition};
 
 /// Reads history; see [`crate::broker::Broker::history`].
 pub(super) async fn history(
@@ -13,6 +14,17 @@ pub(super) async fn history(
     channel: &str,
     q: &HistoryQuery,
     ns: &NamespaceOptions,
+) -> Result<HistoryResult, BrokerError> {
+    read(inner, channel, q, ns, false).await
+}
+
+/// [`history`]; `shared`: through the channel's shared recovery range ([`recent`]).
+async fn read(
+    inner: &Inner,
+    channel: &str,
+    q: &HistoryQuery,
+    ns: &NamespaceOptions,
+    shared: bool,
 ) -> Result<HistoryResult, BrokerError> {
     if !ns.has_history() {
         return Ok(HistoryResult::default());
@@ -33,7 +45,11 @@ pub(super) async fn history(
             // sequence, so reading from just before it is enough.
             after = after.max(top - 1);
         }
-        publications = inner.read_range(&s.stream, &subject, after, top).await?;
+        publications = if shared {
+            read_shared(inner, channel, &s, &subject, after, top, ns).await?
+        } else {
+            inner.read_range(&s.stream, &subject, after, top).await?
+        };
         // The stream keeps one message more per channel (room for a position
         // marker); without a marker that extra one is past the history size.
         let excess = publications.len().saturating_sub(ns.history_size);
@@ -63,9 +79,38 @@ pub(super) async fn recover(
         reverse: false,
         establish_position: true,
     };
-    let h = history(inner, channel, &query, ns).await?;
+    let h = read(inner, channel, &query, ns, true).await?;
     let recovered = recoverable(inner, channel, since, h.offset, ns).await?;
     Ok(Recovery::from_history(h, recovered))
+}
+
+/// Stored publications in `(after, top]` through the channel's shared range, when this
+/// node listens to the channel (a recovering subscriber is registered first, so it does).
+async fn read_shared(
+    inner: &Inner,
+    channel: &str,
+    s: &NsStream,
+    subject: &str,
+    after: u64,
+    top: u64,
+    ns: &NamespaceOptions,
+) -> Result<Vec<Publication>, BrokerError> {
+    let entry = inner.live.lock().get(channel).cloned();
+    let Some(entry) = entry else {
+        return inner.read_range(&s.stream, subject, after, top).await;
+    };
+    // The single flight: recoveries of this channel take turns with the range.
+    let mut slot = entry.recent.lock().await;
+    let target = recent::Target {
+        stream: &s.stream,
+        epoch: &s.epoch,
+        subject,
+    };
+    // The stream keeps one message more per subject than the history size.
+    let keep = ns.history_size.saturating_add(1);
+    let (pubs, source) = recent::read(inner, &mut slot, target, after, top, keep).await?;
+    metrics::counter!(crate::metrics::RECOVERY_READS, "source" => source.label()).increment(1);
+    Ok(pubs)
 }
 
 /// Whether recovery from `since` can be complete: it is the channel's newest
@@ -107,6 +152,11 @@ pub(super) async fn remove_history(inner: &Inner, channel: &str) -> Result<(), B
     };
     if !has {
         return Ok(());
+    }
+    // What recoveries shared is gone from the stream now.
+    let entry = inner.live.lock().get(channel).cloned();
+    if let Some(entry) = entry {
+        *entry.recent.lock().await = None;
     }
     let s = inner.ns_stream(channel)?;
     s.stream

@@ -15,7 +15,7 @@ use async_nats::Message;
 use futures_util::StreamExt;
 use herald_shared::codec::{self, Envelope};
 use herald_shared::protocol::{Broadcast, Publication, PushBody};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
 
 /// Starts listening to `channel` unless already listening; returns once the
@@ -67,7 +67,20 @@ async fn start(
     let Some(rx) = entry.catch_up_rx.lock().take() else {
         return Ok(());
     };
-    let task = tokio::spawn(run(inner.clone(), channel, history, sub, rx, baseline));
+    // Weak: the entry owns the task (dropping it aborts the task).
+    let recent = Arc::downgrade(&entry);
+    let task = tokio::spawn(run(
+        inner.clone(),
+        channel,
+        history,
+        sub,
+        rx,
+        Cursor {
+            baseline,
+            delivered: 0,
+            recent,
+        },
+    ));
     *entry.task.lock() = Some(task);
     Ok(())
 }
@@ -105,6 +118,8 @@ struct Cursor {
     baseline: u64,
     /// Newest sequence handed up.
     delivered: u64,
+    /// The channel's entry, whose shared recovery range live messages extend.
+    recent: Weak<LiveChannel>,
 }
 
 impl Cursor {
@@ -119,12 +134,8 @@ async fn run(
     history: bool,
     mut sub: async_nats::Subscriber,
     mut catch_up: tokio::sync::mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-    baseline: u64,
+    mut cursor: Cursor,
 ) {
-    let mut cursor = Cursor {
-        baseline,
-        delivered: 0,
-    };
     let mut held = HeldLeaves::default();
     loop {
         let due = held.next_deadline();
@@ -208,8 +219,19 @@ async fn handle_message(
             .headers
             .as_ref()
             .is_some_and(|h| h.get(MARKER_HEADER).is_some());
-        if !marker {
-            deliver_bytes(inner, channel, seq, &msg.payload, received);
+        if marker {
+            extend_recent(cursor, prev, seq, None);
+            return;
+        }
+        match codec::decode_publication(&msg.payload) {
+            Ok(mut p) => {
+                p.offset = seq;
+                extend_recent(cursor, prev, seq, Some(&p));
+                deliver(inner, channel, &p, received);
+            }
+            Err(e) => {
+                tracing::warn!(channel, offset = seq, error = %e, "skipping undecodable publication")
+            }
         }
         return;
     }
@@ -254,6 +276,19 @@ async fn handle_message(
     }
     // Plain JSON from a backend, on a channel without history.
     deliver_bytes(inner, channel, 0, &msg.payload, received);
+}
+
+/// Extends the channel's shared recovery range with a live message, if one exists and
+/// no recovery holds it right now (then a later recovery reads the message instead).
+fn extend_recent(cursor: &Cursor, prev: u64, seq: u64, p: Option<&Publication>) {
+    let Some(entry) = cursor.recent.upgrade() else {
+        return;
+    };
+    if let Ok(mut slot) = entry.recent.try_lock() {
+        if let Some(range) = slot.as_mut() {
+            range.live(prev, seq, p);
+        }
+    };
 }
 
 fn deliver_bytes(inner: &Inner, channel: &str, offset: u64, payload: &[u8], received: u64) {

@@ -23,6 +23,7 @@ mod history;
 mod live;
 mod peers;
 mod query;
+mod recent;
 mod rejoin;
 mod state;
 pub mod subjects;

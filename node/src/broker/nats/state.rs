@@ -2,6 +2,7 @@
 //! members, the channels listened to, and the JetStream reads and writes they all use.
 
 use super::peers::Peers;
+use super::recent::Range;
 use super::subjects;
 use crate::broker::presence::LocalPresence;
 use crate::broker::{BrokerError, BrokerEvents};
@@ -40,6 +41,9 @@ pub(super) struct LiveChannel {
     pub(super) catch_up_rx: Mutex<Option<mpsc::UnboundedReceiver<oneshot::Sender<()>>>>,
     /// The task; aborted when the node stops listening.
     pub(super) task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Publications last read for recoveries and extended by the live task, shared by
+    /// the next recoveries ([`super::recent`]); its lock makes them take turns.
+    pub(super) recent: tokio::sync::Mutex<Option<Range>>,
 }
 
 impl LiveChannel {
@@ -51,6 +55,7 @@ impl LiveChannel {
             catch_up: tx,
             catch_up_rx: Mutex::new(Some(rx)),
             task: Mutex::new(None),
+            recent: tokio::sync::Mutex::new(None),
         }
     }
 }
