@@ -62,6 +62,14 @@ impl LocalCluster {
         if n == 0 {
             bail!("--local needs at least one node");
         }
+        // Bad router flags are reported before anything starts.
+        let router_env = parse_env(&opts.router_env, "--router-env")?;
+        if opts.routers == 0 {
+            bail!("--routers must be 1 or more (use --router off for none)");
+        }
+        if opts.routers > 1 && opts.router == RouterMode::Off {
+            bail!("--routers {} with --router off", opts.routers);
+        }
         let node_bin = locate(opts.node_bin.as_deref(), "herald-node", &[]).context(
             "herald-node not found next to herald-loadtest (build it, or pass --node-bin)",
         )?;
@@ -114,21 +122,14 @@ impl LocalCluster {
         }
         let router_bin = locate(opts.router_bin.as_deref(), "herald-router", &[]);
         let want_router = match opts.router {
-            RouterMode::Off if opts.routers > 1 => {
-                bail!("--routers {} with --router off", opts.routers)
-            }
             RouterMode::Off => false,
             RouterMode::On => true,
             // Asking for several routers is asking for routers.
             RouterMode::Auto => opts.routers > 1 || (router_bin.is_some() && n >= 2),
         };
         if want_router {
-            if opts.routers == 0 {
-                bail!("--routers must be 1 or more (use --router off for none)");
-            }
             let bin = router_bin
                 .context("a router is wanted, but herald-router was not found (--router-bin)")?;
-            let router_env = parse_env(&opts.router_env, "--router-env")?;
             for i in 0..opts.routers {
                 cluster
                     .start_router(i, &bin, &opts.node_log, STICKY_QUERY, &router_env)
