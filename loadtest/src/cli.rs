@@ -162,6 +162,16 @@ pub struct LocalOpts {
     /// Start a router: auto (when found and N >= 2), on, off.
     #[arg(long, value_enum, default_value_t = RouterMode::Auto)]
     pub router: RouterMode,
+    /// Routers to start, each in front of every node; clients are spread over them
+    /// round-robin (and move to the next one on a failed connect). Each router holds two
+    /// files per tunnel, so past ~9,000 clients one router would pass the 20,000 open
+    /// files a process may hold: use 2 or more. More than 1 implies a router.
+    #[arg(long, default_value_t = 1)]
+    pub routers: usize,
+    /// Extra environment for local routers, KEY=VALUE (repeatable), such as
+    /// HERALD_ROUTER_NODE_CONNECT_RATE=0 to turn admission control off.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub router_env: Vec<String>,
     /// nats-server binary. Default: from PATH, /usr/sbin or /usr/bin.
     #[arg(long)]
     pub nats_bin: Option<PathBuf>,

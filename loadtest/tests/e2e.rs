@@ -220,6 +220,83 @@ fn failover_recovers_without_loss() {
 }
 
 #[test]
+fn failover_through_two_routers_recovers_without_loss() {
+    let router = Path::new(env!("CARGO_BIN_EXE_herald-loadtest")).with_file_name("herald-router");
+    if !have_nats() || !router.is_file() {
+        eprintln!("nats-server or herald-router missing: skipping the two-router failover run");
+        return;
+    }
+    let (code, r) = run(&[
+        "failover",
+        "--local",
+        "3",
+        "--routers",
+        "2",
+        "--router-env",
+        "HERALD_ROUTER_HEALTH_INTERVAL=0.5",
+        "--subscribers",
+        "60",
+        "--rate",
+        "40",
+        "--duration",
+        "4s",
+        "--kill-at",
+        "1s",
+        "--expect",
+        "lost==0",
+        "--expect",
+        "duplicates==0",
+    ]);
+    assert_eq!(code, 0, "{r:#}");
+    let target = r["target"].as_str().unwrap_or_default();
+    assert!(target.contains("spread over 2 herald-routers"), "{target}");
+    let names: Vec<&str> = r["server"]
+        .as_array()
+        .expect("server processes")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"herald-router") && names.contains(&"herald-router-1"),
+        "{names:?}"
+    );
+    // A third of the clients were on the killed node: they came back through a router.
+    assert!(metric(&r, "reconnects") >= 1.0, "{r:#}");
+    assert!(metric(&r, "recovered") >= 1.0, "{r:#}");
+    assert_eq!(metric(&r, "unrecovered"), 0.0);
+}
+
+#[test]
+fn bad_router_flags_are_refused_before_a_run() {
+    for args in [
+        &[
+            "fanout",
+            "--local",
+            "2",
+            "--routers",
+            "2",
+            "--router",
+            "off",
+        ][..],
+        &["fanout", "--local", "2", "--routers", "0", "--router", "on"][..],
+        &["fanout", "--local", "2", "--router-env", "NO_EQUALS_SIGN"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+            .args(args)
+            .arg("--node-bin")
+            .arg(node_bin())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--routers") || stderr.contains("--router-env"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn unknown_metrics_are_refused_before_starting() {
     let out = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
         .args(["fanout", "--local", "1", "--expect", "nosuch==0"])

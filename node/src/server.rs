@@ -127,7 +127,40 @@ fn refuse(reason: &'static str, status: StatusCode, message: &str) -> Response<B
     )
 }
 
-fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+/// The upgrade under its trace span, `herald.connect`: the child of the router's span
+/// when the router sent a `traceparent`. It covers the handshake request only (the
+/// session that follows may last hours and is not in it).
+fn upgrade(node: Arc<Node>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    let span = tracing::info_span!(
+        target: herald_shared::otel::TRACE_TARGET,
+        "herald.connect",
+        node = %node.config.node_id,
+        result = tracing::field::Empty,
+        http.status_code = tracing::field::Empty,
+    );
+    herald_shared::otel::extract_into(&span, |k| {
+        req.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let response = upgrade_checked(node, req, remote);
+    let status = response.status();
+    let result = if status == StatusCode::SWITCHING_PROTOCOLS {
+        "switched"
+    } else {
+        "refused"
+    };
+    span.record("result", result);
+    span.record("http.status_code", i64::from(status.as_u16()));
+    response
+}
+
+fn upgrade_checked(
+    node: Arc<Node>,
+    mut req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
     if node.is_leaving() {
         let mut r = refuse(
             "draining",

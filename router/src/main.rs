@@ -54,7 +54,25 @@ fn main() -> ExitCode {
             }
         };
     }
-    herald_shared::telemetry::init_tracing(config.log_format);
+    let otel = config
+        .otel
+        .endpoint
+        .as_ref()
+        .map(|endpoint| herald_shared::otel::OtelOptions {
+            endpoint: endpoint.clone(),
+            sample_ratio: config.otel.sample_ratio,
+            service_name: "herald-router",
+            instance: config.listen.to_string(),
+        });
+    // Kept to the end of main: dropping it flushes the spans not exported yet.
+    let _otel_guard =
+        match herald_shared::telemetry::init_tracing_with(config.log_format, otel.as_ref()) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("herald-router: cannot set up tracing: {e}");
+                return ExitCode::from(exit::FAILURE);
+            }
+        };
     // An unreadable, expired or mismatched certificate stops the router here, exit 64,
     // naming the setting whose file is at fault.
     let tls = match &config.tls {

@@ -30,6 +30,19 @@ pub enum KeySource {
     Random,
 }
 
+impl KeySource {
+    /// The name in trace spans (`cookie`, `query`, `header`, `address`, `random`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Cookie => "cookie",
+            KeySource::Query => "query",
+            KeySource::Header => "header",
+            KeySource::Address => "address",
+            KeySource::Random => "random",
+        }
+    }
+}
+
 /// A request's stickiness key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {

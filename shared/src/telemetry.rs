@@ -132,11 +132,17 @@ pub fn init_tracing_with(
         }
         None => (None, None),
     };
-    let installed = tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel_layer)
-        .try_init()
-        .is_ok();
+    // Two arms, not `.with(Option<layer>)`: a `None` layer has an `always` interest, which
+    // turns the log's per-layer `never` for trace spans into `sometimes`, and then every
+    // trace span would be created (a slab slot and its fields) with no exporter to see it.
+    let installed = match otel_layer {
+        Some(otel_layer) => tracing_subscriber::registry()
+            .with(fmt)
+            .with(otel_layer)
+            .try_init()
+            .is_ok(),
+        None => tracing_subscriber::registry().with(fmt).try_init().is_ok(),
+    };
     if let (true, Some(e)) = (installed, bad) {
         tracing::warn!(error = %e, "RUST_LOG is not a valid filter; logging at {DEFAULT_LOG_FILTER}");
     }

@@ -1,5 +1,6 @@
 //! A local cluster for one-command runs: nats-server with JetStream, N herald-node
-//! processes and, when herald-router is available, a router in front of them.
+//! processes and, when herald-router is available, one router or several (`--routers`)
+//! in front of them, each routing to every node.
 //!
 //! # Layout
 //! - this file: [`LocalCluster`]: start, kill, drain-and-restart, tear down.
@@ -40,10 +41,10 @@ pub struct LocalCluster {
     nats: Option<Proc>,
     /// The nodes, in start order.
     pub nodes: Vec<LocalNode>,
-    /// The router, when one was started.
-    router: Option<Proc>,
-    /// Where the router listens.
-    pub router_addr: Option<SocketAddr>,
+    /// The routers, in start order; empty when none was started.
+    routers: Vec<Proc>,
+    /// Where each router listens, in the same order.
+    pub router_addrs: Vec<SocketAddr>,
     /// herald-node binary.
     node_bin: PathBuf,
     /// Environment every node gets (besides listen address and id).
@@ -61,6 +62,14 @@ impl LocalCluster {
         if n == 0 {
             bail!("--local needs at least one node");
         }
+        // Bad router flags are reported before anything starts.
+        let router_env = parse_env(&opts.router_env, "--router-env")?;
+        if opts.routers == 0 {
+            bail!("--routers must be 1 or more (use --router off for none)");
+        }
+        if opts.routers > 1 && opts.router == RouterMode::Off {
+            bail!("--routers {} with --router off", opts.routers);
+        }
         let node_bin = locate(opts.node_bin.as_deref(), "herald-node", &[]).context(
             "herald-node not found next to herald-loadtest (build it, or pass --node-bin)",
         )?;
@@ -71,8 +80,8 @@ impl LocalCluster {
             dir,
             nats: None,
             nodes: Vec::new(),
-            router: None,
-            router_addr: None,
+            routers: Vec::new(),
+            router_addrs: Vec::new(),
             node_bin,
             node_env: Vec::new(),
         };
@@ -98,12 +107,7 @@ impl LocalCluster {
         if let Some(url) = nats_url {
             env.push(("HERALD_NATS_URL".to_owned(), url));
         }
-        for kv in &opts.node_env {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--node-env {kv:?}: expected KEY=VALUE"))?;
-            env.push((k.to_owned(), v.to_owned()));
-        }
+        env.extend(parse_env(&opts.node_env, "--node-env")?);
         cluster.node_env = env;
         for i in 0..n {
             let id = format!("lt-node-{i}");
@@ -120,14 +124,17 @@ impl LocalCluster {
         let want_router = match opts.router {
             RouterMode::Off => false,
             RouterMode::On => true,
-            RouterMode::Auto => router_bin.is_some() && n >= 2,
+            // Asking for several routers is asking for routers.
+            RouterMode::Auto => opts.routers > 1 || (router_bin.is_some() && n >= 2),
         };
         if want_router {
             let bin = router_bin
-                .context("--router on, but herald-router was not found (--router-bin)")?;
-            cluster
-                .start_router(bin, &opts.node_log, STICKY_QUERY)
-                .await?;
+                .context("a router is wanted, but herald-router was not found (--router-bin)")?;
+            for i in 0..opts.routers {
+                cluster
+                    .start_router(i, &bin, &opts.node_log, STICKY_QUERY, &router_env)
+                    .await?;
+            }
         }
         Ok(cluster)
     }
@@ -183,15 +190,26 @@ impl LocalCluster {
         Ok((proc, addr))
     }
 
+    /// Starts router number `i` in front of every node, with `env` (`--router-env`)
+    /// on top of the settings a local run needs.
     async fn start_router(
         &mut self,
-        bin: PathBuf,
+        i: usize,
+        bin: &PathBuf,
         log_filter: &str,
         sticky_query: &str,
+        env: &[(String, String)],
     ) -> anyhow::Result<()> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let nodes: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
         let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("HERALD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        // Where it listens and what it routes to are the cluster's, whatever env says.
         cmd.env("HERALD_ROUTER_LISTEN", addr.to_string())
             .env("HERALD_ROUTER_NODES", nodes.join(","))
             .env("RUST_LOG", log_filter)
@@ -199,11 +217,11 @@ impl LocalCluster {
             .env("HERALD_ROUTER_STICKY_QUERY", sticky_query)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        let log = self.dir.path().join("router.log");
+        let log = self.dir.path().join(router_log_name(i));
         let file = std::fs::File::create(&log)?;
         cmd.stdout(file.try_clone()?).stderr(file);
         let child = cmd.spawn().context("starting herald-router")?;
-        self.router = Some(Proc { child, log });
+        self.routers.push(Proc { child, log });
         // Ready when an upgrade through it succeeds (it has found a healthy node).
         let target = Target {
             addr,
@@ -218,14 +236,14 @@ impl LocalCluster {
             )
             .await
             {
-                self.router_addr = Some(addr);
+                self.router_addrs.push(addr);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!(
             "herald-router did not accept a WebSocket within 20 s (log: {})",
-            self.dir.path().join("router.log").display()
+            self.dir.path().join(router_log_name(i)).display()
         )
     }
 
@@ -237,10 +255,12 @@ impl LocalCluster {
             .collect()
     }
 
-    /// The router's WebSocket URL, when there is a router.
-    pub fn router_url(&self) -> Option<String> {
-        self.router_addr
+    /// The routers' WebSocket URLs; empty when there is no router.
+    pub fn router_urls(&self) -> Vec<String> {
+        self.router_addrs
+            .iter()
             .map(|a| format!("ws://{a}/connection/websocket"))
+            .collect()
     }
 
     /// `(label, pid)` of every server process, for CPU and memory sampling.
@@ -253,8 +273,12 @@ impl LocalCluster {
         if let Some(p) = &self.nats {
             out.push(("nats-server".into(), p.pid()));
         }
-        if let Some(p) = &self.router {
-            out.push(("herald-router".into(), p.pid()));
+        for (i, p) in self.routers.iter().enumerate() {
+            let label = match i {
+                0 => "herald-router".to_owned(),
+                _ => format!("herald-router-{i}"),
+            };
+            out.push((label, p.pid()));
         }
         out
     }
@@ -282,7 +306,7 @@ impl LocalCluster {
 
     /// Stops the router, the nodes (SIGTERM, so they exit cleanly) and NATS.
     pub async fn shutdown(mut self) {
-        if let Some(mut r) = self.router.take() {
+        for mut r in std::mem::take(&mut self.routers) {
             let _ = r.terminate().await;
         }
         let mut stops = Vec::new();
@@ -297,6 +321,27 @@ impl LocalCluster {
         if let Some(mut n) = self.nats.take() {
             let _ = n.terminate().await;
         }
+    }
+}
+
+/// `KEY=VALUE` items of `flag` as pairs.
+fn parse_env(items: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("{flag} {kv:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Log file of router `i`: `router.log`, then `router-1.log`, ….
+fn router_log_name(i: usize) -> String {
+    match i {
+        0 => "router.log".to_owned(),
+        _ => format!("router-{i}.log"),
     }
 }
 

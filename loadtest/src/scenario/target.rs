@@ -56,11 +56,13 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
             .iter()
             .map(|n| format!("http://{}", n.addr))
             .collect();
-        let router = cluster.router_url();
+        let routers = cluster.router_urls();
         let (client_urls, api_bases) = if plan.cross_node {
             (nodes[1..].to_vec(), bases[..1].to_vec())
+        } else if routers.is_empty() {
+            (nodes, bases)
         } else {
-            (router.clone().map_or(nodes, |r| vec![r]), bases)
+            (routers.clone(), bases)
         };
         let description = format!(
             "local: {n} node(s), {}{}",
@@ -69,16 +71,15 @@ pub async fn setup(common: &Common, plan: &Plan) -> anyhow::Result<Setup> {
             } else {
                 "nats-server"
             },
-            match (&router, plan.cross_node) {
-                (Some(_), false) => ", clients through herald-router",
-                (Some(_), true) => ", router not used (cross-node)",
-                (None, _) => ", clients spread over the nodes",
+            match (routers.len(), plan.cross_node) {
+                (0, _) => ", clients spread over the nodes".to_owned(),
+                (_, true) => ", router not used (cross-node)".to_owned(),
+                (1, false) => ", clients through herald-router".to_owned(),
+                (r, false) => format!(", clients spread over {r} herald-routers"),
             }
         );
-        let sticky_query = match (&router, plan.cross_node) {
-            (Some(_), false) => Some(crate::local::STICKY_QUERY.to_owned()),
-            _ => None,
-        };
+        let sticky_query = (!routers.is_empty() && !plan.cross_node)
+            .then(|| crate::local::STICKY_QUERY.to_owned());
         return Ok(Setup {
             sticky_query,
             client_urls,

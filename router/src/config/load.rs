@@ -6,8 +6,8 @@
 //! lives in one place; the others are the `DEFAULT_*` constants here.
 
 use super::{
-    DiscoveryConfig, HealthConfig, Limits, NatsDiscovery, ProxyConfig, RouterConfig, StickyConfig,
-    StickyFallback, TlsConfig,
+    DiscoveryConfig, HealthConfig, Limits, NatsDiscovery, OtelConfig, ProxyConfig, RouterConfig,
+    StickyConfig, StickyFallback, TlsConfig,
 };
 use crate::cidr::Cidr;
 use herald_shared::config::{ConfigError, Lookup, Reader, Settings};
@@ -27,6 +27,8 @@ const ENV_LISTEN: &str = "HERALD_ROUTER_LISTEN";
 const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
 const ENV_LOG_FORMAT: &str = "HERALD_ROUTER_LOG_FORMAT";
+const ENV_OTEL_ENDPOINT: &str = "HERALD_ROUTER_OTEL_ENDPOINT";
+const ENV_OTEL_SAMPLE_RATIO: &str = "HERALD_ROUTER_OTEL_SAMPLE_RATIO";
 
 const ENV_NODES: &str = "HERALD_ROUTER_NODES";
 const ENV_DNS: &str = "HERALD_ROUTER_DNS";
@@ -96,6 +98,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<RouterConfig, Vec<ConfigError>> {
     let proxy = proxy(&mut s);
     let limits = limits(&mut s);
     let tls = tls(&mut s);
+    let otel = otel(&mut s);
     s.finish()?;
     Ok(RouterConfig {
         listen,
@@ -106,7 +109,25 @@ pub fn load(lookup: &dyn Lookup) -> Result<RouterConfig, Vec<ConfigError>> {
         proxy,
         limits,
         tls,
+        otel,
     })
+}
+
+/// The trace exporter's endpoint and sampling, checked as the node checks its own.
+fn otel(s: &mut Settings<'_>) -> OtelConfig {
+    let d = OtelConfig::default();
+    let endpoint = s.convert(ENV_OTEL_ENDPOINT, d.endpoint, |t| {
+        herald_shared::otel::check_endpoint(t).map(|()| Some(t.trim_end_matches('/').to_owned()))
+    });
+    let sample_ratio = s.convert(
+        ENV_OTEL_SAMPLE_RATIO,
+        d.sample_ratio,
+        herald_shared::otel::check_sample_ratio,
+    );
+    OtelConfig {
+        endpoint,
+        sample_ratio,
+    }
 }
 
 /// Both TLS files or neither; whether they hold a usable certificate is checked when the
@@ -326,6 +347,27 @@ mod tests {
         assert_eq!(c.proxy.retries, 2);
         assert_eq!(c.limits.max_connections, 100_000);
         assert_eq!(c.tls, None);
+        assert_eq!(c.otel, OtelConfig::default());
+    }
+
+    #[test]
+    fn trace_settings_are_read_and_checked() {
+        let c = load(&MapLookup::from_pairs(&[
+            (ENV_NODES, "a:1"),
+            (ENV_OTEL_ENDPOINT, "http://collector:4318/"),
+            (ENV_OTEL_SAMPLE_RATIO, "0.25"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.otel.endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(c.otel.sample_ratio, 0.25);
+        let e = errors(&[
+            (ENV_NODES, "a:1"),
+            (ENV_OTEL_ENDPOINT, "https://collector:4318"),
+            (ENV_OTEL_SAMPLE_RATIO, "2"),
+        ]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains(ENV_OTEL_ENDPOINT), "{e:?}");
+        assert!(e[1].contains(ENV_OTEL_SAMPLE_RATIO), "{e:?}");
     }
 
     #[test]

@@ -37,6 +37,29 @@ pub struct RouterConfig {
     pub limits: Limits,
     /// TLS on the client side; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// OpenTelemetry trace export.
+    pub otel: OtelConfig,
+}
+
+/// OpenTelemetry traces of the router: a span per proxied upgrade or request, whose
+/// context goes to the node in `traceparent`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtelConfig {
+    /// `HERALD_ROUTER_OTEL_ENDPOINT`: OTLP/HTTP base URL (`http://collector:4318`) spans
+    /// are exported to. Default unset: no spans are made at all.
+    pub endpoint: Option<String>,
+    /// `HERALD_ROUTER_OTEL_SAMPLE_RATIO`: share of new traces recorded, 0 to 1; a request
+    /// bringing a sampled `traceparent` is recorded either way. Default 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        OtelConfig {
+            endpoint: None,
+            sample_ratio: herald_shared::otel::DEFAULT_SAMPLE_RATIO,
+        }
+    }
 }
 
 /// TLS termination at the router: both files are read at start and again on SIGHUP.
@@ -234,6 +257,7 @@ impl RouterConfig {
             proxy: ProxyConfig::default(),
             limits: Limits::default(),
             tls: None,
+            otel: OtelConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod headers;
 pub mod http;
+pub mod trace;
 pub mod upgrade;
 
 use crate::router::Router;

@@ -8,7 +8,7 @@
 //! problem and is passed back as it is: another node would say the same.
 
 use super::headers::{add_forwarded, client_ip, set_upgrade, strip_hop_by_hop};
-use super::{throttled, unavailable, Body};
+use super::{throttled, trace, unavailable, Body};
 use crate::error::ProxyError;
 use crate::health::{self, Outcome};
 use crate::metrics;
@@ -46,12 +46,15 @@ pub async fn handle(
 ) -> Response<Body> {
     let addr = client_ip(client, req.headers(), &router.config.proxy.trusted_proxies);
     let key = sticky::key(&router.config.sticky, req.headers(), req.uri(), addr);
+    // Ends when the client gets its answer: the tunnel that may follow is not in it.
+    let span = trace::upgrade(req.headers(), key.source.as_str());
     let candidates = router
         .backends
         .ring()
         .candidates(key.hash, 1 + router.config.proxy.retries);
     if candidates.is_empty() {
         metrics::upgrade("no_node");
+        trace::finish(&span, "no_node", 503);
         return unavailable(&router, "no healthy node");
     }
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -59,17 +62,21 @@ pub async fn handle(
     strip_hop_by_hop(&mut headers);
     set_upgrade(&mut headers);
     add_forwarded(&mut headers, client, router.tls.is_some());
+    trace::forward(&span, &mut headers);
     let path = req
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
     for (attempt, node) in candidates.iter().enumerate() {
+        span.record("node", &*node.addr);
+        span.record("attempts", attempt as i64 + 1);
         // Over budget: wait, do not move. Another node would break stickiness and take
         // the whole herd of a node that just came back.
         if !router.admission.admit(&node.addr) {
             tracing::debug!(client.addr = %addr, node = %node.addr, "upgrade over the node's budget");
             metrics::upgrade("throttled");
+            trace::finish(&span, "throttled", 503);
             return throttled(&router);
         }
         if attempt > 0 {
@@ -78,6 +85,7 @@ pub async fn handle(
         match ask(&router, node, &path, &headers).await {
             Ok(Answer::Switched(response)) => {
                 metrics::upgrade("ok");
+                trace::finish(&span, "tunnelled", 101);
                 let set_cookie = (key.source != KeySource::Cookie)
                     .then(|| sticky::set_cookie(&router.config.sticky, &key));
                 return switch(
@@ -92,10 +100,12 @@ pub async fn handle(
             }
             Ok(Answer::Final(response)) => {
                 metrics::upgrade("refused");
+                trace::finish(&span, "refused", response.status().as_u16());
                 return pass_back(response);
             }
             Err(e) => {
                 tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
+                span.record("error", tracing::field::display(&e));
                 if !e.retryable() {
                     break;
                 }
@@ -103,6 +113,7 @@ pub async fn handle(
         }
     }
     metrics::upgrade("failed");
+    trace::finish(&span, "failed", 503);
     unavailable(&router, "no node took the connection")
 }
 
