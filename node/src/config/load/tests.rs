@@ -163,7 +163,7 @@ fn every_setting_overridden() {
     assert_eq!(c.log_format, LogFormat::Json);
     let auth = c.auth.expect("auth configured");
     assert_eq!(auth.algorithm, Algorithm::HS512);
-    assert!(matches!(&auth.key, VerifyKey::Hmac(k) if k == SECRET.as_bytes()));
+    assert!(matches!(&auth.key, Some(VerifyKey::Hmac(k)) if k == SECRET.as_bytes()));
     assert_eq!(auth.audience.as_deref(), Some("herald"));
     assert_eq!(auth.issuer.as_deref(), Some("https://auth.example.com"));
     assert_eq!(auth.leeway_secs, 30);
