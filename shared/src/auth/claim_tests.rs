@@ -252,11 +252,23 @@ fn subscription_token_payloads_are_bounded_and_checked() {
     let mut c = sub_claims();
     c.b64info = Some("%%% not base64".into());
     let t = mint_hs256(&c);
-    assert_invalid(hmac_verifier(Algorithm::HS256).verify_subscription(&t), &t, "base64");
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "base64",
+    );
     c.b64info = Some(b64("not json"));
     let t = mint_hs256(&c);
-    assert_invalid(hmac_verifier(Algorithm::HS256).verify_subscription(&t), &t, "JSON");
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "JSON",
+    );
     c.b64info = Some(b64(&format!("\"{}\"", "x".repeat(MAX_INFO_BYTES))));
     let t = mint_hs256(&c);
-    assert_invalid(hmac_verifier(Algorithm::HS256).verify_subscription(&t), &t, "larger");
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "larger",
+    );
 }

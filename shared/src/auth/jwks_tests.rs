@@ -51,7 +51,11 @@ fn verifies_each_algorithm_with_the_key_its_kid_names() {
         (Algorithm::ES384, ec384, "ec-384"),
     ] {
         let t = token(alg, &key, Some(kid));
-        assert_eq!(v.verify_connection(&t).expect("valid").sub, "alice", "{alg:?}");
+        assert_eq!(
+            v.verify_connection(&t).expect("valid").sub,
+            "alice",
+            "{alg:?}"
+        );
     }
 }
 
@@ -59,14 +63,22 @@ fn verifies_each_algorithm_with_the_key_its_kid_names() {
 fn unknown_or_missing_kid_and_wrong_key_are_refused() {
     let (v, _) = jwks_verifier(JWKS);
     let t = token(Algorithm::RS256, &rsa(), Some("rotated-later"));
-    assert!(matches!(v.verify_connection(&t), Err(AuthError::UnknownKey)));
+    assert!(matches!(
+        v.verify_connection(&t),
+        Err(AuthError::UnknownKey)
+    ));
     let t = token(Algorithm::RS256, &rsa(), None);
     tests::assert_invalid(v.verify_connection(&t), &t, "no kid");
     // A good token whose payload was changed after signing.
     let good = token(Algorithm::RS256, &rsa(), Some("rsa-1"));
     let parts: Vec<&str> = good.split('.').collect();
     let other = token(Algorithm::RS256, &rsa(), Some("rsa-1"));
-    let forged = format!("{}.{}.{}", parts[0], tests::b64url(br#"{"sub":"mallory"}"#), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        tests::b64url(br#"{"sub":"mallory"}"#),
+        parts[2]
+    );
     tests::assert_invalid(v.verify_connection(&forged), &forged, "bad signature");
     assert!(v.verify_connection(&other).is_ok());
     // An RSA token naming an EC key: the algorithm does not fit the key.
@@ -82,7 +94,9 @@ fn a_key_whose_alg_is_named_verifies_only_that_alg() {
     let mut doc: serde_json::Value = serde_json::from_slice(JWKS).unwrap();
     doc["keys"][0]["alg"] = "RS512".into();
     let (v, _) = jwks_verifier(doc.to_string().as_bytes());
-    assert!(v.verify_connection(&token(Algorithm::RS512, &rsa(), Some("rsa-1"))).is_ok());
+    assert!(v
+        .verify_connection(&token(Algorithm::RS512, &rsa(), Some("rsa-1")))
+        .is_ok());
     let t = token(Algorithm::RS256, &rsa(), Some("rsa-1"));
     tests::assert_invalid(v.verify_connection(&t), &t, "does not fit");
     // A JWK `alg` that is no signature algorithm here, or does not fit the key type.
@@ -115,7 +129,9 @@ fn unusable_entries_are_skipped_and_bad_documents_refused() {
     );
     assert!(KeySet::parse(many.as_bytes()).is_err());
     // The first of two keys with one kid wins.
-    let twice = String::from_utf8(JWKS.to_vec()).unwrap().replace("ec-384", "ec-256");
+    let twice = String::from_utf8(JWKS.to_vec())
+        .unwrap()
+        .replace("ec-384", "ec-256");
     let set = KeySet::parse(twice.as_bytes()).unwrap();
     assert_eq!((set.len(), set.skipped()), (2, 1));
 }
@@ -124,7 +140,10 @@ fn unusable_entries_are_skipped_and_bad_documents_refused() {
 fn a_rotated_key_is_used_once_stored() {
     let (v, cell) = jwks_verifier(br#"{"keys":[]}"#);
     let t = token(Algorithm::RS256, &rsa(), Some("rsa-1"));
-    assert!(matches!(v.verify_connection(&t), Err(AuthError::UnknownKey)));
+    assert!(matches!(
+        v.verify_connection(&t),
+        Err(AuthError::UnknownKey)
+    ));
     cell.store(KeySet::parse(JWKS).unwrap());
     assert!(v.verify_connection(&t).is_ok());
 }
@@ -133,12 +152,19 @@ fn a_rotated_key_is_used_once_stored() {
 fn hmac_and_jwks_side_by_side_pick_by_alg() {
     let cell = KeySetCell::new();
     cell.store(KeySet::parse(JWKS).unwrap());
-    let v = Verifier::with_key_set(&AuthConfig::hmac(Algorithm::HS256, SECRET), Some(cell))
-        .unwrap();
+    let v =
+        Verifier::with_key_set(&AuthConfig::hmac(Algorithm::HS256, SECRET), Some(cell)).unwrap();
     assert!(v.verify_connection(&mint_hs256(&claims("a"))).is_ok());
-    assert!(v.verify_connection(&token(Algorithm::RS256, &rsa(), Some("rsa-1"))).is_ok());
+    assert!(v
+        .verify_connection(&token(Algorithm::RS256, &rsa(), Some("rsa-1")))
+        .is_ok());
     // HS384 is not the pinned algorithm and no JWKS key is HMAC.
-    let hs384 = mint(Algorithm::HS384, &SignKey::Hmac(SECRET.to_vec()), &claims("a")).unwrap();
+    let hs384 = mint(
+        Algorithm::HS384,
+        &SignKey::Hmac(SECRET.to_vec()),
+        &claims("a"),
+    )
+    .unwrap();
     assert!(v.verify_connection(&hs384).is_err());
 }
 
@@ -149,9 +175,14 @@ fn a_public_key_serves_tokens_without_kid_and_jwks_those_with_one() {
     let pem = include_bytes!("../../tests/keys/rsa_public.pem");
     let cfg = AuthConfig::new(Algorithm::RS256, VerifyKey::RsaPem(pem.to_vec()));
     let v = Verifier::with_key_set(&cfg, Some(cell)).unwrap();
-    assert!(v.verify_connection(&token(Algorithm::RS256, &rsa(), None)).is_ok());
+    assert!(v
+        .verify_connection(&token(Algorithm::RS256, &rsa(), None))
+        .is_ok());
     let t = token(Algorithm::RS256, &rsa(), Some("rsa-1"));
-    assert!(matches!(v.verify_connection(&t), Err(AuthError::UnknownKey)));
+    assert!(matches!(
+        v.verify_connection(&t),
+        Err(AuthError::UnknownKey)
+    ));
 }
 
 #[test]

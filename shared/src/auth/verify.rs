@@ -221,9 +221,10 @@ impl Verifier {
             _ => map_error(&e),
         })?;
         let inner = &self.inner;
-        let by_key = inner.key.as_ref().filter(|_| {
-            header.alg == self.algorithm() && (inner.hmac || header.kid.is_none())
-        });
+        let by_key = inner
+            .key
+            .as_ref()
+            .filter(|_| header.alg == self.algorithm() && (inner.hmac || header.kid.is_none()));
         let key = match (by_key, &inner.jwks) {
             (Some(key), _) => key,
             (None, Some(jwks)) if JWKS_ALGORITHMS.contains(&header.alg) => {
