@@ -17,6 +17,7 @@
 //! - [`conn`]: per-connection state and its outbound queue, the bottom layer.
 //! - [`proxy`]: the HTTP client asking the application's backend about client events
 //!   (Centrifugo's proxy), beside the broker: the session uses it.
+//! - [`jwks`]: fetches the JWKS endpoint's keys for the verifier, beside the proxy.
 //! - [`config`], [`metrics`]: settings and metric names, used everywhere.
 //! - [`drain`]: leaving without a herd; [`token_cmd`]: the `herald-node token` subcommand.
 
@@ -28,6 +29,7 @@ pub mod conn;
 pub mod drain;
 pub mod events;
 pub mod hub;
+pub mod jwks;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
@@ -69,6 +71,9 @@ pub async fn build(config: config::NodeConfig) -> Result<Arc<Node>, node::NodeEr
     let node = Node::new(config, prometheus, hub, broker)?;
     let events = Arc::new(events::NodeEvents::new(&node));
     node.broker.start(events, node.stop.clone());
+    if let Some(jwks) = &node.jwks {
+        jwks.start(node.stop.clone());
+    }
     Ok(node)
 }
 

@@ -9,9 +9,10 @@ use crate::config::NodeConfig;
 use crate::conn::lanes::Lanes;
 use crate::conn::registry::Registry;
 use crate::hub::Hub;
+use crate::jwks::Jwks;
 use crate::metrics::NodeMetrics;
 use crate::proxy::Proxy;
-use herald_shared::auth::{AuthError, Verifier};
+use herald_shared::auth::{AuthError, KeySetCell, Verifier};
 use herald_shared::codec::NodeStatus;
 use herald_shared::protocol::DisconnectCode;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -31,6 +32,8 @@ pub struct Node {
     pub broker: Box<dyn Broker>,
     /// Token verification; `None` when no key is configured.
     pub verifier: Option<Verifier>,
+    /// Keeps the verifier's JWKS keys fresh; `None` without `HERALD_TOKEN_JWKS_URL`.
+    pub jwks: Option<Arc<Jwks>>,
     /// The backend proxy; `None` when no proxy endpoint is set.
     pub proxy: Option<Proxy>,
     /// Every open connection: counted, listed, and found by user for the server API.
@@ -76,10 +79,16 @@ impl Node {
         hub: Arc<Hub>,
         broker: Box<dyn Broker>,
     ) -> Result<Arc<Self>, NodeError> {
+        let cell = config.jwks.as_ref().map(|_| KeySetCell::new());
         let verifier = match &config.auth {
-            Some(a) => Some(Verifier::new(a)?),
+            Some(a) => Some(Verifier::with_key_set(a, cell.clone())?),
             None => None,
         };
+        let jwks = config
+            .jwks
+            .clone()
+            .zip(cell)
+            .map(|(options, cell)| Jwks::new(options, cell));
         let metrics = NodeMetrics::new(config.namespaces.named.keys().map(String::as_str));
         let proxy = Proxy::new(&config.proxy);
         let connect_rate = parking_lot::Mutex::new(crate::session::rate::RateLimit::new(
@@ -90,6 +99,7 @@ impl Node {
             hub,
             broker,
             verifier,
+            jwks,
             proxy,
             registry: Registry::default(),
             lanes: Lanes::new(metrics.bytes_out.clone()),

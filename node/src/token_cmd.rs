@@ -75,8 +75,13 @@ pub fn run(args: &[String], config: &NodeConfig) -> Result<String, TokenCmdError
         ));
     };
     let secret = match &auth_config.key {
-        VerifyKey::Hmac(secret) => secret.clone(),
-        other => {
+        Some(VerifyKey::Hmac(secret)) => secret.clone(),
+        None => {
+            return Err(TokenCmdError::NoHmacSecret(
+                "this node verifies tokens with JWKS keys only, which cannot sign them".into(),
+            ))
+        }
+        Some(other) => {
             return Err(TokenCmdError::NoHmacSecret(format!(
                 "this node verifies tokens with a public key ({}), which cannot sign them",
                 other.kind()

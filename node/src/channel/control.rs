@@ -105,6 +105,7 @@ pub async fn apply(node: &Node, control: Control) {
                     recover: recover.clone(),
                     push_join_leave: false,
                     recovery: ns.recovery,
+                    ..Default::default()
                 };
                 let attached = attach_server_side(node, &conn, &channel, ns, side);
                 match attached.await {
@@ -133,6 +134,10 @@ pub struct ServerSide {
     pub push_join_leave: bool,
     /// Recovery allowed (the namespace's, or a `subs` claim's `force_recovery`).
     pub recovery: bool,
+    /// A `subs` claim's `override.presence`; `None`: the namespace's.
+    pub presence: Option<bool>,
+    /// A `subs` claim's `override.join_leave`; `None`: the namespace's.
+    pub join_leave: Option<bool>,
 }
 
 /// Subscribes a connection server-side: for the server API's `subscribe` and for the
@@ -150,6 +155,8 @@ pub async fn attach_server_side(
     let state = ChannelState {
         chan_info: side.chan_info,
         expires_at: 0,
+        presence: side.presence,
+        join_leave: side.join_leave,
     };
     let options = AttachOptions {
         join_leave: side.push_join_leave,

@@ -18,6 +18,12 @@ use std::sync::Arc;
 pub struct AttachOptions {
     /// The client asked for join/leave pushes.
     pub join_leave: bool,
+    /// Join/leave pushes whatever the client asked and the namespace says (a token's
+    /// `override.force_push_join_leave`).
+    pub force_push_join_leave: bool,
+    /// Whether the reply says `recoverable`; `None`: the namespace's `recovery` (a
+    /// token's `override.force_recovery` sets it).
+    pub recovery: Option<bool>,
     /// Recover from this position.
     pub recover: Option<StreamPosition>,
     /// Answer error 112 instead of `recovered: false`.
@@ -41,7 +47,7 @@ pub async fn attach(
     options: AttachOptions,
 ) -> Result<(SubscribeResult, u64), ErrorCode> {
     let delivery = Delivery {
-        join_leave: options.join_leave && ns.join_leave,
+        join_leave: (options.join_leave && ns.join_leave) || options.force_push_join_leave,
         delta: options.delta,
         filter: options.filter.clone(),
     };
@@ -87,7 +93,7 @@ pub async fn attach(
         delivered_up_to = position.offset;
         result.epoch = position.epoch;
         result.offset = position.offset;
-        result.recoverable = ns.recovery;
+        result.recoverable = options.recovery.unwrap_or(ns.recovery);
         result.positioned = true;
         if let Some(recovered) = recovered {
             result.was_recovering = true;
@@ -123,14 +129,18 @@ pub async fn attach(
     }
 
     let info = conn.client_info(state.chan_info.clone());
+    let (presence, join_leave) = (
+        state.presence.unwrap_or(ns.presence),
+        state.join_leave.unwrap_or(ns.join_leave),
+    );
     conn.add_channel(channel, state);
     node.metrics.subscriptions.increment(1.0);
-    if ns.presence {
+    if presence {
         if let Err(e) = node.broker.add_presence(channel, &info.client, &info).await {
             tracing::warn!(channel = %channel, error = %e, "presence add failed");
         }
     }
-    if ns.join_leave {
+    if join_leave {
         if let Err(e) = node
             .broker
             .join_leave(Scope { channel, ns }, &info, JoinLeave::Join)
@@ -213,11 +223,15 @@ pub async fn detach(node: &Node, conn: &Conn, channel: &str) -> bool {
         }
     }
     if let Some(ns) = node.config.namespaces.for_channel(channel) {
+        let (presence, join_leave) = (
+            state.presence.unwrap_or(ns.presence),
+            state.join_leave.unwrap_or(ns.join_leave),
+        );
         let info = conn.client_info(state.chan_info);
-        if ns.presence {
+        if presence {
             let _ = node.broker.remove_presence(channel, &info.client).await;
         }
-        if ns.join_leave {
+        if join_leave {
             // A node on its way out marks the leave: the member likely rejoins elsewhere.
             let kind = if node.is_leaving() {
                 JoinLeave::LeaveMoving

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// Connection and subscription token verification. `None` when no key is configured:
     /// then only anonymous connections are possible (and only if allowed).
     pub auth: Option<AuthConfig>,
+    /// `HERALD_TOKEN_JWKS_*`: the JWKS endpoint whose keys verify RSA and EC tokens (by
+    /// their `kid`), beside or instead of `auth`'s key. `None`: no JWKS.
+    pub jwks: Option<JwksOptions>,
     /// `HERALD_ALLOW_ANONYMOUS`: accept a connect without a token (user id empty). Default false.
     pub allow_anonymous: bool,
     /// `HERALD_API_KEY`: key for the server API (`X-API-Key`). Unset: the API answers 401 to all.
@@ -80,6 +83,7 @@ impl std::fmt::Debug for NodeConfig {
             node_id,
             nats_url,
             auth,
+            jwks,
             allow_anonymous,
             api_key,
             namespaces,
@@ -100,6 +104,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("node_id", node_id)
             .field("nats_url", &nats_url.as_deref().map(redact_url_credentials))
             .field("auth", auth)
+            .field("jwks", jwks)
             .field("allow_anonymous", allow_anonymous)
             .field("api_key", &api_key.as_ref().map(|_| "<redacted>"))
             .field("namespaces", namespaces)
@@ -336,6 +341,23 @@ impl Default for Limits {
     }
 }
 
+/// Where the JWKS comes from and how often it is read again (Centrifugo's
+/// `token_jwks_public_endpoint`).
+#[derive(Clone, Debug)]
+pub struct JwksOptions {
+    /// `HERALD_TOKEN_JWKS_URL`: `http://` or `https://` (system root certificates).
+    pub url: hyper::Uri,
+    /// `HERALD_TOKEN_JWKS_REFRESH_INTERVAL`: how often the set is fetched again even when
+    /// no token asks for a new key, so removed keys stop working. Default 1 hour.
+    pub refresh_interval: Duration,
+    /// `HERALD_TOKEN_JWKS_MIN_REFETCH_INTERVAL`: the least time between two fetches
+    /// started by tokens with an unknown `kid`; also the first retry delay after a
+    /// failed fetch. Default 10 s.
+    pub min_refetch_interval: Duration,
+    /// `HERALD_TOKEN_JWKS_TIMEOUT`: bound on one fetch, connect to last byte. Default 5 s.
+    pub timeout: Duration,
+}
+
 impl NodeConfig {
     /// A configuration for tests and embedding: listen on `127.0.0.1:0`, HMAC `secret`,
     /// API key `key`, defaults elsewhere.
@@ -348,6 +370,7 @@ impl NodeConfig {
                 jsonwebtoken::Algorithm::HS256,
                 secret.as_bytes(),
             )),
+            jwks: None,
             allow_anonymous: false,
             api_key: Some(api_key.into()),
             namespaces: Namespaces::default(),

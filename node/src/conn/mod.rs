@@ -45,6 +45,12 @@ pub struct ChannelState {
     pub chan_info: Option<RawJson>,
     /// Unix seconds when the subscription token expires; 0 = never.
     pub expires_at: u64,
+    /// A token's `override.presence`: whether the subscriber appears in presence;
+    /// `None`: as the namespace says. Kept so that detach undoes what attach did.
+    pub presence: Option<bool>,
+    /// A token's `override.join_leave`: whether its join and leave are published;
+    /// `None`: as the namespace says.
+    pub join_leave: Option<bool>,
 }
 
 /// Shared per-connection state.

@@ -162,8 +162,8 @@ impl Session {
             Method::Presence(r) => cmd::presence::presence(c, r).await,
             Method::PresenceStats(r) => cmd::presence::presence_stats(c, r).await,
             Method::History(r) => cmd::history::history(c, r).await,
-            Method::Refresh(r) => cmd::connect::refresh(c, r),
-            Method::SubRefresh(r) => cmd::subscribe::sub_refresh(c, r),
+            Method::Refresh(r) => cmd::connect::refresh(c, r).await,
+            Method::SubRefresh(r) => cmd::subscribe::sub_refresh(c, r).await,
             Method::Ping => Ok(Some(ReplyBody::Ping)),
             // `rpc` goes to the backend when its proxy is on; `send` has no handler.
             Method::Rpc(r) => cmd::rpc::rpc(c, r).await,

@@ -203,3 +203,72 @@ fn the_previous_secret_works_until_its_time() {
     });
     assert!(matches!(Verifier::new(&cfg), Err(AuthError::Key(_))));
 }
+
+fn verify_sub(c: &MintClaims) -> Result<SubscriptionClaims, AuthError> {
+    hmac_verifier(Algorithm::HS256).verify_subscription(&mint_hs256(c))
+}
+
+fn sub_claims() -> MintClaims {
+    MintClaims {
+        channel: Some("$room".into()),
+        ..claims("alice")
+    }
+}
+
+#[test]
+fn subscription_token_reads_b64info_expire_at_data_and_override() {
+    let mut c = sub_claims();
+    c.exp = Some(now_secs() + 600);
+    c.expire_at = Some(now_secs() + 60);
+    c.info = Some(serde_json::json!({"loses": true}));
+    c.b64info = Some(b64(r#"{"r":7}"#));
+    c.override_ = Some(serde_json::json!({
+        "presence": {"value": false}, "join_leave": {"value": true},
+        "force_push_join_leave": {"value": true}, "force_recovery": {},
+        "force_positioning": {"value": true},
+    }));
+    let got = verify_sub(&c).expect("valid");
+    assert_eq!(got.info.unwrap().as_str(), r#"{"r":7}"#);
+    assert_eq!(got.expire_at, c.expire_at);
+    assert_eq!(
+        got.override_,
+        SubscribeOverride {
+            presence: Some(false),
+            join_leave: Some(true),
+            force_push_join_leave: Some(true),
+            force_recovery: Some(false),
+            force_positioning: Some(true),
+        }
+    );
+    // `expire_at: 0` is "never", whatever `exp` says; absent, `exp` decides.
+    c.expire_at = Some(0);
+    assert_eq!(verify_sub(&c).unwrap().expire_at, None);
+    c.expire_at = None;
+    assert_eq!(verify_sub(&c).unwrap().expire_at, c.exp);
+}
+
+#[test]
+fn subscription_token_payloads_are_bounded_and_checked() {
+    let mut c = sub_claims();
+    c.b64info = Some("%%% not base64".into());
+    let t = mint_hs256(&c);
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "base64",
+    );
+    c.b64info = Some(b64("not json"));
+    let t = mint_hs256(&c);
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "JSON",
+    );
+    c.b64info = Some(b64(&format!("\"{}\"", "x".repeat(MAX_INFO_BYTES))));
+    let t = mint_hs256(&c);
+    assert_invalid(
+        hmac_verifier(Algorithm::HS256).verify_subscription(&t),
+        &t,
+        "larger",
+    );
+}

@@ -1,4 +1,4 @@
-//! Reading a connection token's claims with Centrifugo's meaning: `subs` over `channels`,
+//! Reading a connection token's claims (and a subscription token's options) with Centrifugo's meaning: `subs` over `channels`,
 //! `expire_at` over `exp`, `b64info` over `info`, `meta` kept for the server side.
 //!
 //! Everything here is bounded: a claim past its limit, base64 that does not decode, or
@@ -49,15 +49,15 @@ struct BoolValue {
 #[derive(Deserialize, Default)]
 pub(super) struct WireSubscribeOptions {
     #[serde(default)]
-    info: Option<RawJson>,
+    pub(super) info: Option<RawJson>,
     #[serde(default)]
-    b64info: Option<String>,
+    pub(super) b64info: Option<String>,
     #[serde(default)]
-    data: Option<RawJson>,
+    pub(super) data: Option<RawJson>,
     #[serde(default)]
-    b64data: Option<String>,
+    pub(super) b64data: Option<String>,
     #[serde(default, rename = "override")]
-    override_: Option<WireOverride>,
+    pub(super) override_: Option<WireOverride>,
 }
 
 /// The connection-token claims beyond the registered ones, as written.
@@ -108,7 +108,8 @@ impl WireConnection {
 }
 
 impl WireSubscribeOptions {
-    fn into_options(self) -> Result<SubscribeOptions, AuthError> {
+    /// Checks bounds and decodes base64 (a `subs` entry, or a subscription token's own).
+    pub(super) fn into_options(self) -> Result<SubscribeOptions, AuthError> {
         let o = self.override_.unwrap_or_default();
         let get = |v: Option<BoolValue>| v.map(|b| b.value);
         Ok(SubscribeOptions {

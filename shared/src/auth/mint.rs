@@ -11,6 +11,16 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 /// Fails with [`AuthError::Key`] when the key cannot be read or does not fit the
 /// algorithm. The header is `{"typ":"JWT","alg":...}`.
 pub fn mint(algorithm: Algorithm, key: &SignKey, claims: &MintClaims) -> Result<String, AuthError> {
+    mint_with_kid(algorithm, key, None, claims)
+}
+
+/// As [`mint()`], with a `kid` in the header when given: the JWKS key that verifies it.
+pub fn mint_with_kid(
+    algorithm: Algorithm,
+    key: &SignKey,
+    kid: Option<&str>,
+    claims: &MintClaims,
+) -> Result<String, AuthError> {
     if !fits(algorithm, key.kind()) {
         return Err(AuthError::Key(format!(
             "algorithm {algorithm:?} cannot be used with a {} key",
@@ -18,7 +28,9 @@ pub fn mint(algorithm: Algorithm, key: &SignKey, claims: &MintClaims) -> Result<
         )));
     }
     let key = encoding_key(key)?;
-    jsonwebtoken::encode(&Header::new(algorithm), claims, &key)
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key)
         .map_err(|e| AuthError::Key(format!("cannot sign: {:?}", e.kind())))
 }
 

@@ -5,23 +5,30 @@
 //! token). The algorithm is pinned by configuration: a token whose header names any other
 //! algorithm is rejected, and `alg: none` is never accepted (the `jsonwebtoken` crate cannot
 //! even parse it). Claims follow Centrifugo: `sub`, `exp`, `expire_at`, `info`, `b64info`,
-//! `channels`, `subs`, `meta` in connection tokens; `channel`, `client`, `info` in
-//! subscription tokens. During a key rotation a previous HMAC secret is still accepted
+//! `channels`, `subs`, `meta` in connection tokens; `channel`, `client`, `exp`, `expire_at`,
+//! `info`, `b64info`, `data`, `b64data`, `override` in subscription tokens. Keys: one
+//! configured key (HMAC secret or public key) and/or the keys of a JWKS endpoint, chosen
+//! per token by its `alg` and `kid`. During a key rotation a previous HMAC secret is still accepted
 //! until a configured time.
 //!
 //! # Layout
 //! - this file: configuration, keys, claims and the error type.
 //! - `verify`: the [`Verifier`], built once and shared by every connection.
 //! - `claims`: a connection token's claims as written, bounded and decoded.
+//! - `jwks`: [`KeySet`] (a JWKS document's keys by `kid`) and the [`KeySetCell`] a
+//!   node's fetcher fills for its verifier.
 //! - `mint`: [`mint()`], signing tokens for quick starts, tests and `herald-node token`.
-//! - `tests`, `key_tests`: unit tests (HMAC and claims; public keys, key configuration).
+//! - `tests`, `key_tests`, `claim_tests`, `jwks_tests`: unit tests.
 
 mod claims;
+mod jwks;
 mod mint;
 mod verify;
 
 #[cfg(test)]
 mod claim_tests;
+#[cfg(test)]
+mod jwks_tests;
 #[cfg(test)]
 mod key_tests;
 #[cfg(test)]
@@ -29,7 +36,8 @@ mod tests;
 
 pub use claims::{MAX_CLAIMED_CHANNELS, MAX_INFO_BYTES, MAX_META_BYTES, MAX_SUB_DATA_BYTES};
 pub use jsonwebtoken::Algorithm;
-pub use mint::mint;
+pub use jwks::{KeySet, KeySetCell, MAX_JWKS_KEYS};
+pub use mint::{mint, mint_with_kid};
 pub use verify::Verifier;
 
 use crate::protocol::RawJson;
@@ -108,10 +116,12 @@ impl fmt::Debug for SignKey {
 /// How tokens are verified. `Debug` is safe to log: the key prints as its kind only.
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
-    /// The one algorithm accepted; tokens naming any other `alg` are rejected.
+    /// The one algorithm accepted with `key`; tokens naming any other `alg` are verified
+    /// by the JWKS keys when there are any, else rejected. Unused without `key`.
     pub algorithm: Algorithm,
-    /// Key to check signatures with; its kind must fit `algorithm`.
-    pub key: VerifyKey,
+    /// Key to check signatures with; its kind must fit `algorithm`. `None` when tokens
+    /// are verified by JWKS keys only.
+    pub key: Option<VerifyKey>,
     /// When set, a token's `aud` must be present and contain this value. Default: unset,
     /// and then `aud` is not checked at all.
     pub audience: Option<String>,
@@ -150,7 +160,7 @@ impl AuthConfig {
     pub fn new(algorithm: Algorithm, key: VerifyKey) -> Self {
         AuthConfig {
             algorithm,
-            key,
+            key: Some(key),
             audience: None,
             issuer: None,
             leeway_secs: 0,
@@ -242,8 +252,17 @@ pub struct SubscriptionClaims {
     pub channel: String,
     /// `exp`: unix seconds after which the subscription must refresh; `None` = never.
     pub exp: Option<u64>,
-    /// `info`: arbitrary JSON kept verbatim; becomes the subscriber's `chan_info`.
+    /// When the subscription expires and must refresh, unix seconds; `None` = never. The
+    /// `expire_at` claim when present (`0` = never), else `exp`, as in Centrifugo.
+    pub expire_at: Option<u64>,
+    /// `info` (or `b64info` decoded, which wins): the subscriber's `chan_info`. At most
+    /// [`MAX_INFO_BYTES`].
     pub info: Option<RawJson>,
+    /// `data` (or `b64data` decoded): sent in the subscribe result. At most
+    /// [`MAX_SUB_DATA_BYTES`].
+    pub data: Option<RawJson>,
+    /// `override`: namespace options changed for this subscription.
+    pub override_: SubscribeOverride,
     /// `client`: the connection (client id) the token was issued for, as Centrifugo v2
     /// backends set it. When present the session must check it equals its own client id.
     pub client: Option<String>,
@@ -258,6 +277,11 @@ pub enum AuthError {
     /// and is expected to fetch a fresh token.
     #[error("token expired")]
     Expired,
+    /// The token names a `kid` the JWKS does not have (or none at all) and needs a JWKS
+    /// key. A node refetches the key set (rate-limited) and tries once more; then the
+    /// client is refused as for any invalid token.
+    #[error("invalid token: no JWKS key for its kid")]
+    UnknownKey,
     /// Anything else wrong with a token: bad signature, other or `none` algorithm,
     /// malformed, `nbf` in the future, wrong audience or issuer, missing `channel`...
     #[error("invalid token: {0}")]
@@ -304,6 +328,10 @@ pub struct MintClaims {
     /// `aud`: audience, for nodes configured to require one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// `override` of a subscription token: namespace options changed for it, written as
+    /// in `subs` entries (`{"presence": {"value": false}}`).
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_: Option<serde_json::Value>,
     /// `iss`: issuer, for nodes configured to require one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,

@@ -1,7 +1,14 @@
 //! The [`Verifier`]: checks a token's signature, algorithm and time claims, then reads
 //! the claims Herald uses.
+//!
+//! Which key checks a token: the configured key when the token's `alg` is the pinned
+//! algorithm and (for public keys) it has no `kid`, or there are no JWKS keys; otherwise,
+//! with a JWKS configured and an RSA or EC `alg`, the JWKS key named by its `kid`. So an
+//! HMAC secret and a JWKS work side by side, as in Centrifugo, each token picking by
+//! its `alg`.
 
-use super::claims::{WireConnection, WireSubscribeOptions};
+use super::claims::{WireConnection, WireOverride, WireSubscribeOptions};
+use super::jwks::{KeySetCell, JWKS_ALGORITHMS};
 use super::{
     fits, now_secs, pem_label, AuthConfig, AuthError, ConnectionClaims, SubscriptionClaims,
     VerifyKey, MAX_LEEWAY_SECS,
@@ -14,7 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// Verifies connection and subscription tokens against one pinned algorithm and key.
+/// Verifies connection and subscription tokens against one pinned algorithm and key,
+/// and/or the keys of a JWKS.
 ///
 /// Built once from the configuration (all key problems surface here, at start-up) and
 /// then shared: cloning is a reference-count bump.
@@ -26,8 +34,14 @@ pub struct Verifier {
 
 /// The parts of a [`Verifier`] shared by every clone.
 struct Inner {
-    /// The parsed public key or secret.
-    key: DecodingKey,
+    /// The parsed public key or secret; `None` with JWKS keys only.
+    key: Option<DecodingKey>,
+    /// Whether `key` is an HMAC secret (then a `kid` in the header does not matter).
+    hmac: bool,
+    /// The JWKS keys, filled by the node's fetcher.
+    jwks: Option<Arc<KeySetCell>>,
+    /// The validation rules for each algorithm a JWKS token may name.
+    jwks_validation: Vec<Validation>,
     /// The HMAC secret being rotated out, and the unix second after which it is refused.
     previous: Option<(DecodingKey, Option<u64>)>,
     /// Pinned algorithm, leeway, audience and issuer rules, in `jsonwebtoken`'s terms.
@@ -53,23 +67,58 @@ impl Verifier {
     /// fit the algorithm (HS256 with an RSA key, RS256 with an HMAC secret, an EC key of
     /// the wrong curve...), or when the leeway is above [`MAX_LEEWAY_SECS`].
     pub fn new(cfg: &AuthConfig) -> Result<Self, AuthError> {
+        Verifier::with_key_set(cfg, None)
+    }
+
+    /// As [`Verifier::new`], with the JWKS keys `jwks` (which may still be empty and is
+    /// filled later) for tokens the configured key is not for. Without `cfg.key`, every
+    /// token is verified by the JWKS keys.
+    pub fn with_key_set(
+        cfg: &AuthConfig,
+        jwks: Option<Arc<KeySetCell>>,
+    ) -> Result<Self, AuthError> {
         let alg = cfg.algorithm;
-        if !fits(alg, cfg.key.kind()) {
-            return Err(AuthError::Key(format!(
-                "algorithm {alg:?} cannot be used with a {} key",
-                cfg.key.kind()
-            )));
-        }
         if cfg.leeway_secs > MAX_LEEWAY_SECS {
             return Err(AuthError::Key(format!(
                 "leeway of {} seconds is above the maximum of {MAX_LEEWAY_SECS}",
                 cfg.leeway_secs
             )));
         }
-        let key = decoding_key(&cfg.key)?;
+        let jwks_validation = JWKS_ALGORITHMS
+            .iter()
+            .map(|a| validation(*a, cfg))
+            .collect();
+        let Some(cfg_key) = &cfg.key else {
+            if jwks.is_none() {
+                return Err(AuthError::Key("no key and no JWKS to verify with".into()));
+            }
+            if cfg.previous.is_some() {
+                return Err(AuthError::Key(
+                    "a previous secret is only for HMAC keys".into(),
+                ));
+            }
+            return Ok(Verifier {
+                inner: Arc::new(Inner {
+                    key: None,
+                    hmac: false,
+                    jwks,
+                    jwks_validation,
+                    previous: None,
+                    validation: validation(alg, cfg),
+                }),
+            });
+        };
+        if !fits(alg, cfg_key.kind()) {
+            return Err(AuthError::Key(format!(
+                "algorithm {alg:?} cannot be used with a {} key",
+                cfg_key.kind()
+            )));
+        }
+        let key = decoding_key(cfg_key)?;
+        let hmac = matches!(cfg_key, VerifyKey::Hmac(_));
         let previous = match &cfg.previous {
             None => None,
-            Some(_) if !matches!(cfg.key, VerifyKey::Hmac(_)) => {
+            Some(_) if !hmac => {
                 return Err(AuthError::Key(
                     "a previous secret is only for HMAC keys".into(),
                 ))
@@ -87,30 +136,14 @@ impl Verifier {
                 e.kind()
             )));
         }
-
-        let mut validation = Validation::new(alg);
-        // `exp` is optional (a token without it never expires) but checked when present.
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = cfg.leeway_secs;
-        validation.reject_tokens_expiring_in_less_than = 0;
-        // Off when unconfigured: `jsonwebtoken` would otherwise reject every token that
-        // carries an `aud` claim. When configured, the claim must be there.
-        validation.validate_aud = cfg.audience.is_some();
-        if let Some(aud) = &cfg.audience {
-            validation.set_audience(&[aud]);
-            validation.required_spec_claims.insert("aud".into());
-        }
-        if let Some(iss) = &cfg.issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
-        }
         Ok(Verifier {
             inner: Arc::new(Inner {
-                key,
+                key: Some(key),
+                hmac,
+                jwks,
+                jwks_validation,
                 previous,
-                validation,
+                validation: validation(alg, cfg),
             }),
         })
     }
@@ -152,11 +185,27 @@ impl Verifier {
             Some(channel) if !channel.is_empty() => channel,
             _ => return Err(invalid("subscription token without a channel claim")),
         };
+        let options = WireSubscribeOptions {
+            info: claims.info,
+            b64info: claims.b64info,
+            data: claims.data,
+            b64data: claims.b64data,
+            override_: claims.override_,
+        }
+        .into_options()?;
         Ok(SubscriptionClaims {
             sub: claims.sub.unwrap_or_default(),
             channel,
             exp: claims.exp,
-            info: claims.info,
+            // `expire_at` present wins over `exp`, and 0 means "never", as in Centrifugo.
+            expire_at: match claims.expire_at {
+                Some(0) => None,
+                Some(at) => Some(at),
+                None => claims.exp,
+            },
+            info: options.info,
+            data: options.data,
+            override_: options.override_,
             client: claims.client,
         })
     }
@@ -165,15 +214,30 @@ impl Verifier {
     fn decode(&self, token: &str) -> Result<TokenClaims, AuthError> {
         // Parsing the header separately only to say what was wrong with it: an unknown
         // `alg` (notably `none`) fails here as a JSON error, indistinguishable later.
-        jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) => {
                 invalid("bad header: malformed, or an unsupported alg such as none")
             }
             _ => map_error(&e),
         })?;
-        let first =
-            jsonwebtoken::decode::<TokenClaims>(token, &self.inner.key, &self.inner.validation);
-        match (first, &self.inner.previous) {
+        let inner = &self.inner;
+        let by_key = inner
+            .key
+            .as_ref()
+            .filter(|_| header.alg == self.algorithm() && (inner.hmac || header.kid.is_none()));
+        let key = match (by_key, &inner.jwks) {
+            (Some(key), _) => key,
+            (None, Some(jwks)) if JWKS_ALGORITHMS.contains(&header.alg) => {
+                return self.decode_by_jwks(token, header.alg, header.kid.as_deref(), jwks);
+            }
+            // The configured key, whose pinned algorithm refuses this token.
+            (None, _) => match &inner.key {
+                Some(key) => key,
+                None => return Err(invalid("algorithm not allowed")),
+            },
+        };
+        let first = jsonwebtoken::decode::<TokenClaims>(token, key, &inner.validation);
+        match (first, &inner.previous) {
             (Err(e), Some((previous, valid_until)))
                 if matches!(e.kind(), ErrorKind::InvalidSignature)
                     && valid_until.is_none_or(|until| now_secs() <= until) =>
@@ -185,6 +249,56 @@ impl Verifier {
             (first, _) => first.map(|data| data.claims).map_err(|e| map_error(&e)),
         }
     }
+}
+
+impl Verifier {
+    /// Verifies with the JWKS key named by `kid`, which must fit `alg`.
+    fn decode_by_jwks(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+        jwks: &KeySetCell,
+    ) -> Result<TokenClaims, AuthError> {
+        let Some(kid) = kid.filter(|k| !k.is_empty()) else {
+            return Err(invalid("no kid in the header: a JWKS key is needed"));
+        };
+        let set = jwks.load();
+        let Some(jwk) = set.get(kid) else {
+            return Err(AuthError::UnknownKey);
+        };
+        if !jwk.fits(alg) {
+            return Err(invalid("algorithm does not fit the JWKS key"));
+        }
+        let at = JWKS_ALGORITHMS.iter().position(|a| *a == alg);
+        let validation = &self.inner.jwks_validation[at.unwrap_or_default()];
+        jsonwebtoken::decode::<TokenClaims>(token, &jwk.key, validation)
+            .map(|data| data.claims)
+            .map_err(|e| map_error(&e))
+    }
+}
+
+/// The validation rules for tokens naming `alg`.
+fn validation(alg: Algorithm, cfg: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    // `exp` is optional (a token without it never expires) but checked when present.
+    validation.required_spec_claims.clear();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = cfg.leeway_secs;
+    validation.reject_tokens_expiring_in_less_than = 0;
+    // Off when unconfigured: `jsonwebtoken` would otherwise reject every token that
+    // carries an `aud` claim. When configured, the claim must be there.
+    validation.validate_aud = cfg.audience.is_some();
+    if let Some(aud) = &cfg.audience {
+        validation.set_audience(&[aud]);
+        validation.required_spec_claims.insert("aud".into());
+    }
+    if let Some(iss) = &cfg.issuer {
+        validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    validation
 }
 
 /// The claims read from either kind of token; which are required depends on the kind.
@@ -205,6 +319,15 @@ struct TokenClaims {
     /// Base64 of the info; wins over `info`.
     #[serde(default)]
     b64info: Option<String>,
+    /// Subscription token: JSON for the subscribe result.
+    #[serde(default)]
+    data: Option<RawJson>,
+    /// Subscription token: base64 of the data; wins over `data`.
+    #[serde(default)]
+    b64data: Option<String>,
+    /// Subscription token: namespace options changed for this subscription.
+    #[serde(default, rename = "override")]
+    override_: Option<WireOverride>,
     /// Channels the connection is subscribed to server-side at connect.
     #[serde(default)]
     channels: Option<Vec<String>>,

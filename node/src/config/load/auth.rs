@@ -1,10 +1,12 @@
 //! The token verification settings (`HERALD_TOKEN_*`): at most one key kind, an
-//! algorithm that fits it, never `none`.
+//! algorithm that fits it, never `none`; a JWKS endpoint beside it or alone.
 
+use crate::config::JwksOptions;
 use herald_shared::auth::{
-    Algorithm, AuthConfig, PreviousKey, Verifier, VerifyKey, MAX_LEEWAY_SECS,
+    Algorithm, AuthConfig, KeySetCell, PreviousKey, Verifier, VerifyKey, MAX_LEEWAY_SECS,
 };
 use herald_shared::config::{ConfigError, Reader, Settings, Value};
+use std::time::Duration;
 
 const ENV_TOKEN_HMAC_SECRET: &str = "HERALD_TOKEN_HMAC_SECRET";
 /// Shortest HMAC secret accepted, bytes: shorter ones can be brute-forced from one token.
@@ -16,6 +18,17 @@ const ENV_TOKEN_ALGORITHM: &str = "HERALD_TOKEN_ALGORITHM";
 const ENV_TOKEN_AUDIENCE: &str = "HERALD_TOKEN_AUDIENCE";
 const ENV_TOKEN_ISSUER: &str = "HERALD_TOKEN_ISSUER";
 const ENV_TOKEN_LEEWAY: &str = "HERALD_TOKEN_LEEWAY";
+const ENV_TOKEN_JWKS_URL: &str = "HERALD_TOKEN_JWKS_URL";
+const ENV_TOKEN_JWKS_REFRESH_INTERVAL: &str = "HERALD_TOKEN_JWKS_REFRESH_INTERVAL";
+const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+const ENV_TOKEN_JWKS_MIN_REFETCH_INTERVAL: &str = "HERALD_TOKEN_JWKS_MIN_REFETCH_INTERVAL";
+const DEFAULT_JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+const ENV_TOKEN_JWKS_TIMEOUT: &str = "HERALD_TOKEN_JWKS_TIMEOUT";
+const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds of the JWKS intervals: below a second would hammer the endpoint, above a week
+/// keeps removed keys alive.
+const MIN_JWKS_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_JWKS_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
 const ENV_TOKEN_HMAC_PREVIOUS_SECRET: &str = "HERALD_TOKEN_HMAC_PREVIOUS_SECRET";
 const ENV_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL: &str =
     "HERALD_TOKEN_HMAC_PREVIOUS_SECRET_VALID_UNTIL";
@@ -68,8 +81,68 @@ impl<T> Slot<T> {
 }
 
 /// Token verification: at most one key kind, an algorithm fitting it, the key checked by
-/// building a [`Verifier`] now rather than on the first connect.
-pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
+/// building a [`Verifier`] now rather than on the first connect; and the JWKS endpoint.
+pub(super) fn auth(s: &mut Settings<'_>) -> (Option<AuthConfig>, Option<JwksOptions>) {
+    let jwks = jwks(s);
+    let auth = key_config(s, jwks.is_some());
+    (auth, jwks)
+}
+
+/// `HERALD_TOKEN_JWKS_URL` and its intervals; the intervals without the URL are errors.
+fn jwks(s: &mut Settings<'_>) -> Option<JwksOptions> {
+    let url = Slot::read(s, ENV_TOKEN_JWKS_URL, jwks_url);
+    let range = MIN_JWKS_INTERVAL..=MAX_JWKS_INTERVAL;
+    let refresh_interval = s.secs_in(
+        ENV_TOKEN_JWKS_REFRESH_INTERVAL,
+        DEFAULT_JWKS_REFRESH_INTERVAL,
+        range.clone(),
+    );
+    let min_refetch_interval = s.secs_in(
+        ENV_TOKEN_JWKS_MIN_REFETCH_INTERVAL,
+        DEFAULT_JWKS_MIN_REFETCH_INTERVAL,
+        range,
+    );
+    let timeout = s.secs_in(
+        ENV_TOKEN_JWKS_TIMEOUT,
+        DEFAULT_JWKS_TIMEOUT,
+        Duration::from_millis(100)..=Duration::from_secs(60),
+    );
+    match url {
+        Slot::Set(_, url) => Some(JwksOptions {
+            url,
+            refresh_interval,
+            min_refetch_interval,
+            timeout,
+        }),
+        Slot::Bad => None,
+        Slot::Unset => {
+            for name in [
+                ENV_TOKEN_JWKS_REFRESH_INTERVAL,
+                ENV_TOKEN_JWKS_MIN_REFETCH_INTERVAL,
+                ENV_TOKEN_JWKS_TIMEOUT,
+            ] {
+                if let Some(v) = s.value(name) {
+                    s.report(v.error(format!("has no effect without {ENV_TOKEN_JWKS_URL}")));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host.
+fn jwks_url(text: &str) -> Result<hyper::Uri, String> {
+    const HELP: &str = "expected an http:// or https:// URL such as https://auth.example.com/.well-known/jwks.json";
+    let uri: hyper::Uri = text.trim().parse().map_err(|_| HELP.to_string())?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        _ => Err(HELP.to_string()),
+    }
+}
+
+/// The configured key (at most one) and the rules shared with JWKS tokens. With a JWKS
+/// and no key, a config without key: every token then needs a JWKS key.
+fn key_config(s: &mut Settings<'_>, jwks: bool) -> Option<AuthConfig> {
     let keys = [
         (
             ENV_TOKEN_HMAC_SECRET,
@@ -119,6 +192,9 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
         return None;
     }
     let Some((_, Slot::Set(key_value, key))) = keys.into_iter().find(|(_, k)| !k.is_unset()) else {
+        if given.is_empty() && jwks {
+            return jwks_only(s, algorithm, audience, issuer, leeway, previous);
+        }
         if given.is_empty() {
             // Without a key nothing is verified: these settings would silently do nothing.
             let orphans = [
@@ -132,7 +208,7 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
                 s.report(ConfigError::new(
                     *name,
                     "",
-                    format!("has no effect without a token key; set {ENV_TOKEN_HMAC_SECRET} or a public key"),
+                    format!("has no effect without a token key; set {ENV_TOKEN_HMAC_SECRET}, a public key or {ENV_TOKEN_JWKS_URL}"),
                 ));
             }
         }
@@ -170,7 +246,7 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
     }
     let config = AuthConfig {
         algorithm,
-        key,
+        key: Some(key),
         audience,
         issuer,
         leeway_secs: match leeway {
@@ -179,13 +255,50 @@ pub(super) fn auth(s: &mut Settings<'_>) -> Option<AuthConfig> {
         },
         previous,
     };
-    match Verifier::new(&config) {
+    let cell = jwks.then(KeySetCell::new);
+    match Verifier::with_key_set(&config, cell) {
         Ok(_) => Some(config),
         Err(e) => {
             s.report(key_value.error(e.to_string()));
             None
         }
     }
+}
+
+/// JWKS keys only: the algorithm comes from each token (RSA or EC, fitting its key), so
+/// pinning one, or an HMAC secret being rotated out, would silently do nothing.
+fn jwks_only(
+    s: &mut Settings<'_>,
+    algorithm: Slot<Algorithm>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway: Slot<u64>,
+    previous: Option<PreviousKey>,
+) -> Option<AuthConfig> {
+    if let Slot::Set(v, _) = algorithm {
+        s.report(v.error(format!(
+            "applies to a configured key; with only {ENV_TOKEN_JWKS_URL} each token's alg must fit its JWKS key"
+        )));
+        return None;
+    }
+    if previous.is_some() {
+        s.report(ConfigError::new(
+            ENV_TOKEN_HMAC_PREVIOUS_SECRET,
+            "",
+            format!("needs {ENV_TOKEN_HMAC_SECRET}: it is the HMAC secret being rotated out"),
+        ));
+        return None;
+    }
+    Some(AuthConfig {
+        key: None,
+        audience,
+        issuer,
+        leeway_secs: match leeway {
+            Slot::Set(_, secs) => secs,
+            Slot::Unset | Slot::Bad => 0,
+        },
+        ..AuthConfig::hmac(Algorithm::HS256, b"unused")
+    })
 }
 
 /// `HERALD_TOKEN_HMAC_PREVIOUS_SECRET` and its `_VALID_UNTIL` (unix seconds, or an

@@ -123,7 +123,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         DEFAULT_OTEL_SAMPLE_RATIO,
         herald_shared::otel::check_sample_ratio,
     );
-    let auth = auth::auth(&mut s);
+    let (auth, jwks) = auth::auth(&mut s);
     let cluster = super::cluster::cluster(&mut s);
     let drain = super::drain::drain(&mut s);
     let proxy = super::proxy::proxy(&mut s);
@@ -135,6 +135,7 @@ pub fn load(lookup: &dyn Lookup) -> Result<NodeConfig, Vec<ConfigError>> {
         node_id,
         nats_url: (!nats_urls.is_empty()).then(|| nats_urls.join(",")),
         auth,
+        jwks,
         allow_anonymous,
         api_key,
         namespaces,

@@ -163,7 +163,7 @@ fn every_setting_overridden() {
     assert_eq!(c.log_format, LogFormat::Json);
     let auth = c.auth.expect("auth configured");
     assert_eq!(auth.algorithm, Algorithm::HS512);
-    assert!(matches!(&auth.key, VerifyKey::Hmac(k) if k == SECRET.as_bytes()));
+    assert!(matches!(&auth.key, Some(VerifyKey::Hmac(k)) if k == SECRET.as_bytes()));
     assert_eq!(auth.audience.as_deref(), Some("herald"));
     assert_eq!(auth.issuer.as_deref(), Some("https://auth.example.com"));
     assert_eq!(auth.leeway_secs, 30);
@@ -663,5 +663,58 @@ fn connection_limits() {
             "HERALD_USER_CONNECTION_LIMIT",
             "HERALD_CONNECTION_RATE_LIMIT"
         ]
+    );
+}
+
+#[test]
+fn jwks_alone_or_beside_a_key() {
+    let url = "https://auth.example.com/.well-known/jwks.json";
+    let c = load_pairs(&[("HERALD_TOKEN_JWKS_URL", url)]).expect("jwks only");
+    let auth = c.auth.expect("auth rules for JWKS tokens");
+    assert!(auth.key.is_none());
+    let jwks = c.jwks.expect("jwks");
+    assert_eq!(jwks.url.to_string(), url);
+    assert_eq!(jwks.refresh_interval, Duration::from_secs(3600));
+    assert_eq!(jwks.min_refetch_interval, Duration::from_secs(10));
+    assert_eq!(jwks.timeout, Duration::from_secs(5));
+
+    let c = load_pairs(&[
+        ("HERALD_TOKEN_HMAC_SECRET", SECRET),
+        ("HERALD_TOKEN_JWKS_URL", "http://127.0.0.1:9/keys"),
+        ("HERALD_TOKEN_JWKS_REFRESH_INTERVAL", "60"),
+        ("HERALD_TOKEN_JWKS_MIN_REFETCH_INTERVAL", "2"),
+        ("HERALD_TOKEN_JWKS_TIMEOUT", "0.5"),
+        ("HERALD_TOKEN_ISSUER", "me"),
+    ])
+    .expect("hmac and jwks");
+    assert!(matches!(c.auth.unwrap().key, Some(VerifyKey::Hmac(_))));
+    let jwks = c.jwks.unwrap();
+    assert_eq!(jwks.refresh_interval, Duration::from_secs(60));
+    assert_eq!(jwks.min_refetch_interval, Duration::from_secs(2));
+    assert_eq!(jwks.timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn jwks_settings_are_checked() {
+    for bad in ["ftp://x/keys", "/keys", "not a url", "https://"] {
+        let errs = errors(&[("HERALD_TOKEN_JWKS_URL", bad)]);
+        assert_eq!(settings_named(&errs), ["HERALD_TOKEN_JWKS_URL"], "{bad}");
+    }
+    let url = ("HERALD_TOKEN_JWKS_URL", "http://127.0.0.1:9/keys");
+    let errs = errors(&[url, ("HERALD_TOKEN_JWKS_MIN_REFETCH_INTERVAL", "0")]);
+    assert_eq!(
+        settings_named(&errs),
+        ["HERALD_TOKEN_JWKS_MIN_REFETCH_INTERVAL"]
+    );
+    // With JWKS keys only, each token's alg picks; a pinned one would do nothing.
+    let errs = errors(&[url, ("HERALD_TOKEN_ALGORITHM", "RS256")]);
+    assert_eq!(settings_named(&errs), ["HERALD_TOKEN_ALGORITHM"]);
+    let errs = errors(&[url, ("HERALD_TOKEN_HMAC_PREVIOUS_SECRET", SECRET)]);
+    assert_eq!(settings_named(&errs), ["HERALD_TOKEN_HMAC_PREVIOUS_SECRET"]);
+    // Intervals without the URL.
+    let errs = errors(&[("HERALD_TOKEN_JWKS_REFRESH_INTERVAL", "60")]);
+    assert_eq!(
+        settings_named(&errs),
+        ["HERALD_TOKEN_JWKS_REFRESH_INTERVAL"]
     );
 }

@@ -47,7 +47,8 @@ pub(in crate::session) async fn connect(c: &mut Client, id: u32, req: ConnectReq
             metrics::connect("no_key");
             return Err(Failure::Close(DisconnectCode::InvalidToken));
         };
-        match verifier.verify_connection(&req.token) {
+        let jwks = c.node.jwks.as_deref();
+        match crate::jwks::verify(jwks, || verifier.verify_connection(&req.token)).await {
             Ok(claims) => (claims, None),
             Err(AuthError::Expired) => {
                 metrics::connect("token_expired");
@@ -201,6 +202,8 @@ async fn establish(
             recover,
             push_join_leave: o.force_push_join_leave.unwrap_or(ns.force_push_join_leave),
             recovery: o.force_recovery.unwrap_or(ns.recovery),
+            presence: o.presence,
+            join_leave: o.join_leave,
         };
         match attach_server_side(&node, &c.conn, &channel, ns, side).await {
             Ok((mut result, position)) => {
@@ -293,11 +296,12 @@ fn claimed_channels(
 }
 
 /// A new connection token for the same user extends the connection's life.
-pub(in crate::session) fn refresh(c: &mut Client, req: RefreshRequest) -> CmdResult {
+pub(in crate::session) async fn refresh(c: &mut Client, req: RefreshRequest) -> CmdResult {
     let Some(verifier) = &c.node.verifier else {
         return Err(ErrorCode::NotAvailable.into());
     };
-    let claims = match verifier.verify_connection(&req.token) {
+    let jwks = c.node.jwks.as_deref();
+    let claims = match crate::jwks::verify(jwks, || verifier.verify_connection(&req.token)).await {
         Ok(claims) => claims,
         // As Centrifugo: an expired refresh token ends the connection (3005).
         Err(AuthError::Expired) => return Err(Failure::Close(DisconnectCode::Expired)),
@@ -479,14 +483,16 @@ mod tests {
             RefreshRequest {
                 token: token("alice"),
             },
-        );
+        )
+        .await;
         assert!(ok.is_ok());
         let other = refresh(
             &mut c,
             RefreshRequest {
                 token: token("bob"),
             },
-        );
+        )
+        .await;
         assert_eq!(other, Err(Failure::Close(DisconnectCode::InvalidToken)));
     }
 }

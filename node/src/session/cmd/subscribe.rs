@@ -10,7 +10,7 @@ use crate::config::{NamespaceOptions, ProxyKind};
 use crate::conn::outbound::CloseReason;
 use crate::conn::ChannelState;
 use crate::proxy::wire::{self, ProxyRequest};
-use herald_shared::auth::{now_secs, AuthError};
+use herald_shared::auth::{now_secs, AuthError, SubscribeOverride};
 use herald_shared::protocol::codes::unsubscribe;
 use herald_shared::protocol::command::{
     ChannelRequest, SubRefreshRequest, SubscribeRequest, FLAG_REJECT_UNRECOVERED,
@@ -54,17 +54,22 @@ async fn prepare(c: &mut Client, req: SubscribeRequest) -> Result<(SubscribeResu
         && !req.channel.starts_with('$')
         && ns.proxy_subscribe
         && c.proxied(ProxyKind::Subscribe);
-    let (state, data, refresh_at) = if proxied {
-        proxy_subscribe(c, &req, ns).await?
+    let (state, data, refresh_at, over) = if proxied {
+        let (state, data, at) = proxy_subscribe(c, &req, ns).await?;
+        (state, data, at, SubscribeOverride::default())
     } else {
-        (authorize(c, &req, ns)?, None, None)
+        let (state, data, over) = authorize(c, &req, ns).await?;
+        (state, data, None, over)
     };
-    let recover = (req.recover && ns.recovery).then(|| StreamPosition {
+    let recovery = over.force_recovery.unwrap_or(ns.recovery);
+    let recover = (req.recover && recovery).then(|| StreamPosition {
         offset: req.offset,
         epoch: req.epoch.clone(),
     });
     let options = AttachOptions {
         join_leave: req.join_leave,
+        force_push_join_leave: over.force_push_join_leave.unwrap_or(false),
+        recovery: over.force_recovery,
         recover,
         reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
         delta,
@@ -108,6 +113,7 @@ async fn proxy_subscribe(
     let state = ChannelState {
         chan_info,
         expires_at: if by_backend { 0 } else { exp.unwrap_or(0) },
+        ..Default::default()
     };
     Ok((state, data, exp.filter(|_| by_backend)))
 }
@@ -199,28 +205,38 @@ fn tags_filter(
 /// Whether this connection may subscribe: a subscription token for it, or a namespace
 /// open to all (never for `$` channels). The connection token's `channels` claim grants
 /// nothing here: those channels are subscribed server-side at connect.
-/// Returns the `chan_info` and expiry that come with a subscription token.
-fn authorize(
+/// Returns what a subscription token brings: the state (`chan_info`, expiry, presence
+/// and join/leave overrides), the reply's `data`, and its `override`.
+async fn authorize(
     c: &Client,
     req: &SubscribeRequest,
     ns: &NamespaceOptions,
-) -> Result<ChannelState, Failure> {
+) -> Result<(ChannelState, Option<RawJson>, SubscribeOverride), Failure> {
     if !req.token.is_empty() {
         let Some(verifier) = &c.node.verifier else {
             return Err(ErrorCode::PermissionDenied.into());
         };
         let client = c.conn.identity().map(|i| i.client.as_str()).unwrap_or("");
-        return match verifier.verify_subscription(&req.token) {
+        let jwks = c.node.jwks.as_deref();
+        let verified = crate::jwks::verify(jwks, || verifier.verify_subscription(&req.token));
+        return match verified.await {
             // A token bound to one connection (`client` claim) is good for that one only.
             Ok(t)
                 if t.channel == req.channel
                     && t.sub == c.conn.user()
                     && t.client.as_deref().is_none_or(|cl| cl == client) =>
             {
-                Ok(ChannelState {
+                if t.expire_at.is_some_and(|at| at <= now_secs()) {
+                    // `expire_at` in the past with a valid `exp`: expired all the same.
+                    return Err(ErrorCode::TokenExpired.into());
+                }
+                let state = ChannelState {
                     chan_info: t.info,
-                    expires_at: t.exp.unwrap_or(0),
-                })
+                    expires_at: t.expire_at.unwrap_or(0),
+                    presence: t.override_.presence,
+                    join_leave: t.override_.join_leave,
+                };
+                Ok((state, t.data, t.override_))
             }
             // A good token for another channel, user or connection: Centrifugo closes
             // 3500 "invalid token".
@@ -231,7 +247,7 @@ fn authorize(
     }
     let private = req.channel.starts_with('$');
     if !private && ns.allow_subscribe {
-        Ok(ChannelState::default())
+        Ok((ChannelState::default(), None, SubscribeOverride::default()))
     } else {
         Err(ErrorCode::PermissionDenied.into())
     }
@@ -245,11 +261,13 @@ pub(in crate::session) async fn unsubscribe(c: &mut Client, req: ChannelRequest)
 }
 
 /// A new subscription token extends one subscription's life.
-pub(in crate::session) fn sub_refresh(c: &mut Client, req: SubRefreshRequest) -> CmdResult {
+pub(in crate::session) async fn sub_refresh(c: &mut Client, req: SubRefreshRequest) -> CmdResult {
     let Some(verifier) = &c.node.verifier else {
         return Err(ErrorCode::NotAvailable.into());
     };
-    let claims = match verifier.verify_subscription(&req.token) {
+    let jwks = c.node.jwks.as_deref();
+    let verified = crate::jwks::verify(jwks, || verifier.verify_subscription(&req.token));
+    let claims = match verified.await {
         Ok(claims) => claims,
         Err(AuthError::Expired) => return Err(ErrorCode::TokenExpired.into()),
         Err(_) => return Err(ErrorCode::PermissionDenied.into()),
@@ -257,7 +275,7 @@ pub(in crate::session) fn sub_refresh(c: &mut Client, req: SubRefreshRequest) ->
     if claims.channel != req.channel || claims.sub != c.conn.user() {
         return Err(ErrorCode::PermissionDenied.into());
     }
-    let exp = claims.exp.unwrap_or(0);
+    let exp = claims.expire_at.unwrap_or(0);
     if !c.conn.set_channel_expiry(&req.channel, exp) {
         return Err(ErrorCode::BadRequest.into());
     }
@@ -345,7 +363,7 @@ mod tests {
             channel: "$private".into(),
             token: testing::token("alice", Some("$private")),
         };
-        assert!(sub_refresh(&mut c, refresh).is_ok());
+        assert!(sub_refresh(&mut c, refresh).await.is_ok());
     }
 
     #[tokio::test]
