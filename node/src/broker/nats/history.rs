@@ -108,7 +108,15 @@ async fn read_shared(
     };
     // The stream keeps one message more per subject than the history size.
     let keep = ns.history_size.saturating_add(1);
-    let (pubs, source) = recent::read(inner, &mut slot, target, after, top, keep).await?;
+    let (pubs, source) = recent::read(
+        |a, b| inner.read_range(target.stream, target.subject, a, b),
+        &mut slot,
+        target,
+        after,
+        top,
+        keep,
+    )
+    .await?;
     metrics::counter!(crate::metrics::RECOVERY_READS, "source" => source.label()).increment(1);
     Ok(pubs)
 }

@@ -20,11 +20,11 @@
 //! previous sequence (`Nats-Last-Sequence`) is inside the range: nothing of the subject
 //! lies between, so the range stays gap-free.
 
-use super::state::Inner;
 use crate::broker::BrokerError;
 use async_nats::jetstream::stream;
 use herald_shared::protocol::Publication;
 use std::collections::VecDeque;
+use std::future::Future;
 
 /// Every stored publication of one channel's subject in `(after, up_to]`, in order.
 #[derive(Debug)]
@@ -142,15 +142,20 @@ pub(super) struct Target<'a> {
 /// Stored publications of the target with `after < offset <= up_to`, from `slot` where
 /// it covers them, reading only the rest; `keep` bounds what the slot holds (the
 /// namespace's per-subject limit). The caller holds the slot's lock: that is the
-/// single flight.
-pub(super) async fn read(
-    inner: &Inner,
+/// single flight. `read_range(after, up_to)` reads the target's subject from JetStream
+/// (the broker's `Inner::read_range`; passed in so this module stays below the state).
+pub(super) async fn read<F, Fut>(
+    read_range: F,
     slot: &mut Option<Range>,
     target: Target<'_>,
     after: u64,
     up_to: u64,
     keep: usize,
-) -> Result<(Vec<Publication>, Source), BrokerError> {
+) -> Result<(Vec<Publication>, Source), BrokerError>
+where
+    F: Fn(u64, u64) -> Fut,
+    Fut: Future<Output = Result<Vec<Publication>, BrokerError>>,
+{
     let mut range = match slot.take() {
         // A range wholly before the position helps nothing: start again there.
         Some(r) if r.epoch == target.epoch && r.up_to >= after => r,
@@ -159,16 +164,12 @@ pub(super) async fn read(
     range.keep = keep;
     let mut source = Source::Shared;
     if after < range.after {
-        let pubs = inner
-            .read_range(target.stream, target.subject, after, range.after)
-            .await?;
+        let pubs = read_range(after, range.after).await?;
         range.prepend(after, pubs);
         source = Source::JetStream;
     }
     if up_to > range.up_to {
-        let pubs = inner
-            .read_range(target.stream, target.subject, range.up_to, up_to)
-            .await?;
+        let pubs = read_range(range.up_to, up_to).await?;
         range.extend(up_to, pubs);
         source = Source::JetStream;
     }
