@@ -6,8 +6,10 @@
 //! `channel`, `method`, `token`, `data`, `meta`, `name`, `version`. Answers are
 //! `{"result":{...}}`, `{"error":{"code","message","temporary"}}` or
 //! `{"disconnect":{"code","reason"}}`. `data`, `info` and `meta` are JSON values; the
-//! `b64data`/`b64info` forms are accepted in answers when they decode to JSON (this
-//! node speaks the JSON protocol only, so it never sends them).
+//! `b64data`/`b64info` forms are accepted in answers when they decode to JSON. The
+//! proxy's own encoding is always `json`: a Protobuf client's payloads must be JSON
+//! (README "Client protocol"), so they travel as `data` here too, as Centrifugo sends
+//! them with its default (non-base64) proxy encoding.
 
 use base64::Engine;
 use herald_shared::protocol::RawJson;
@@ -16,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// The transport every client of this node uses.
 pub const TRANSPORT: &str = "websocket";
-/// The client protocol's encoding (and the proxy's: JSON, so `data` not `b64data`).
+/// The proxy body's encoding: JSON, so `data` not `b64data`.
 pub const JSON: &str = "json";
 
 /// One proxy request. Fields left empty are not written, as Centrifugo's encoder does.
@@ -26,9 +28,10 @@ pub struct ProxyRequest<'a> {
     pub client: &'a str,
     /// Always `websocket`.
     pub transport: &'static str,
-    /// Always `json`: the client protocol's encoding.
+    /// The client protocol's encoding: `json` or `protobuf`.
     pub protocol: &'static str,
-    /// Always `json`: how `data` is carried in this body.
+    /// Always `json`: how `data` is carried in this body (Centrifugo's `binary`, with
+    /// `b64data`, is its base64 proxy option, which this node does not have).
     pub encoding: &'static str,
     /// The user id (not for connect; left out when anonymous).
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -57,12 +60,14 @@ pub struct ProxyRequest<'a> {
 }
 
 impl<'a> ProxyRequest<'a> {
-    /// A request for connection `client` with the fixed transport fields set.
-    pub fn new(client: &'a str) -> Self {
+    /// A request for connection `client`, whose client protocol is `protocol` (an
+    /// [`Encoding`](herald_shared::protocol::Encoding)'s name), with the fixed
+    /// transport fields set.
+    pub fn new(client: &'a str, protocol: &'static str) -> Self {
         ProxyRequest {
             client,
             transport: TRANSPORT,
-            protocol: JSON,
+            protocol,
             encoding: JSON,
             ..Default::default()
         }
@@ -248,13 +253,13 @@ mod tests {
     #[test]
     fn requests_leave_empty_fields_out() {
         let data = RawJson::parse(r#"{"a":1}"#).unwrap();
-        let mut r = ProxyRequest::new("c1");
+        let mut r = ProxyRequest::new("c1", "protobuf");
         r.data = Some(&data);
         r.name = "py";
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(
             text,
-            r#"{"client":"c1","transport":"websocket","protocol":"json","encoding":"json","data":{"a":1},"name":"py"}"#
+            r#"{"client":"c1","transport":"websocket","protocol":"protobuf","encoding":"json","data":{"a":1},"name":"py"}"#
         );
     }
 

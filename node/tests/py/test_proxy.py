@@ -2,6 +2,9 @@
 refresh, subscribe, publish, sub_refresh and rpc requests in Centrifugo's proxy JSON,
 and the official centrifuge-python SDK is the client, with no token.
 
+Every case runs with JSON and with Protobuf clients (the `sdk` fixture): the request
+names the client's protocol and carries its payloads as JSON `data` either way.
+
 Each failure of the backend (slow, down, garbage, HTTP 500, a disconnect answer) must
 reach the client as the protocol says (error 100 temporary, or the close code), never
 as a hang, and leave the node serving.
@@ -21,13 +24,6 @@ from sdkutil import ClientEvents, SubEvents
 
 COOKIE = "session=s3cr3t-cookie"
 AUTH = "Bearer s3cr3t-bearer"
-
-
-@pytest.fixture
-def sdk(json_sdk):
-    """JSON only: the proxy with Protobuf clients (`b64data`, `protocol: protobuf` in
-    requests) is not built yet (README "Backend proxy")."""
-    return json_sdk
 
 
 @pytest.fixture
@@ -79,9 +75,9 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
     }
     backend.answer["rpc"] = lambda body: {"result": {"data": {"echo": body.get("data")}}}
     node = proxied_node(node_factory, backend, "connect", "rpc", HERALD_PRESENCE=True)
-    client, log = await connect(sdk, node, data={"hello": "backend"}, name="py-test", version="1.2")
+    client, log = await connect(sdk, node, data=sdk.payload({"hello": "backend"}), name="py-test", version="1.2")
     connected = log.of("connected")[0]
-    assert connected.data == {"welcome": True}, connected
+    assert sdk.data(connected.data) == {"welcome": True}, connected
     await log.wait(lambda: len(log.of("server_subscribed")) == 2, what="the server-side subscriptions")
     assert sorted(c.channel for c in log.of("server_subscribed")) == ["news", "vip"]
 
@@ -89,7 +85,7 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
     assert seen.body == {
         "client": client.client_id,
         "transport": "websocket",
-        "protocol": "json",
+        "protocol": sdk.encoding,
         "encoding": "json",
         "data": {"hello": "backend"},
         "name": "py-test",
@@ -115,13 +111,13 @@ async def test_connect_proxy_gives_the_identity_a_token_would(node_factory, back
     assert me["chan_info"] == {"tier": "gold"}, me
 
     # Later requests carry the user, the meta and the same forwarded headers.
-    res = await client.rpc("sum", {"a": 1})
-    assert res.data == {"echo": {"a": 1}}, res
+    res = await client.rpc("sum", sdk.payload({"a": 1}))
+    assert sdk.data(res.data) == {"echo": {"a": 1}}, res
     [rpc] = backend.seen["rpc"]
     assert rpc.body == {
         "client": client.client_id,
         "transport": "websocket",
-        "protocol": "json",
+        "protocol": sdk.encoding,
         "encoding": "json",
         "user": "bob",
         "method": "sum",
@@ -190,19 +186,19 @@ async def test_rpc_failures_and_answers(node_factory, backend, sdk):
     for failure in [Slow(3, {"result": {}}), Status(503), Garbage('{"result": '), Garbage("[1,2]")]:
         backend.answer["rpc"] = failure
         with pytest.raises(ReplyError) as e:
-            await client.rpc("m", {})
+            await client.rpc("m", sdk.payload({}))
         assert (e.value.code, e.value.temporary) == (100, True), (failure, e.value)
         assert client.state == ClientState.CONNECTED
     backend.answer["rpc"] = {"error": {"code": 1007, "message": "bad input", "temporary": False}}
     with pytest.raises(ReplyError) as e:
-        await client.rpc("m", {})
+        await client.rpc("m", sdk.payload({}))
     assert (e.value.code, e.value.message) == (1007, "bad input")
     backend.answer["rpc"] = {"result": {"b64data": "eyJvayI6dHJ1ZX0="}}  # {"ok":true}
-    assert (await client.rpc("m", None)).data == {"ok": True}
+    assert sdk.data((await client.rpc("m", sdk.payload(None))).data) == {"ok": True}
     # A disconnect answer closes with its code; 4000-4499 lets the SDK reconnect.
     backend.answer["rpc"] = {"disconnect": {"code": 4001, "reason": "rotate"}}
     with pytest.raises(Exception):
-        await client.rpc("m", {})
+        await client.rpc("m", sdk.payload({}))
     await log.wait(lambda: log.of("disconnected") or len(log.of("connected")) >= 2, what="the close")
     await log.wait(lambda: len(log.of("connected")) >= 2, what="the reconnect")
     lines = await metric_lines(node, 'herald_node_proxy_requests_total{type="rpc"')
@@ -215,7 +211,7 @@ async def test_rpc_without_its_proxy_is_method_not_found(node_factory, backend, 
     node = proxied_node(node_factory, backend, "connect")
     client, _ = await connect(sdk, node)
     with pytest.raises(ReplyError) as e:
-        await client.rpc("m", {})
+        await client.rpc("m", sdk.payload({}))
     assert e.value.code == 104
     assert backend.seen["rpc"] == []
 
@@ -247,12 +243,12 @@ async def test_subscribe_and_publish_decided_by_the_backend(node_factory, backen
     client, _ = await connect(sdk, node)
     sub, slog = await subscribe(client, "guarded:room")
     await sub.ready(T)
-    assert slog.of("subscribed")[0].data == {"motd": "hi"}
+    assert sdk.data(slog.of("subscribed")[0].data) == {"motd": "hi"}
     seen = backend.seen["subscribe"][0]
     assert seen.body == {
         "client": client.client_id,
         "transport": "websocket",
-        "protocol": "json",
+        "protocol": sdk.encoding,
         "encoding": "json",
         "user": "bob",
         "channel": "guarded:room",
@@ -271,20 +267,20 @@ async def test_subscribe_and_publish_decided_by_the_backend(node_factory, backen
 
     # Publish: the backend rewrites the data (Centrifugo's result.data), or refuses.
     backend.answer["publish"] = lambda body: {"result": {"data": {"clean": body["data"]["text"].upper()}}}
-    await sub.publish({"text": "hello"})
+    await sub.publish(sdk.payload({"text": "hello"}))
     await slog.wait(lambda: slog.of("publication"), what="the rewritten publication")
     pub = slog.of("publication")[0].pub
-    assert pub.data == {"clean": "HELLO"}, pub
-    assert pub.info and pub.info.user == "bob" and pub.info.chan_info == {"role": "mod"}, pub.info
+    assert sdk.data(pub.data) == {"clean": "HELLO"}, pub
+    assert pub.info and pub.info.user == "bob" and sdk.data(pub.info.chan_info) == {"role": "mod"}, pub.info
     assert backend.seen["publish"][0].body["data"] == {"text": "hello"}
     assert backend.seen["publish"][0].body["channel"] == "guarded:room"
     backend.answer["publish"] = {"error": {"code": 4031, "message": "muted"}}
     with pytest.raises(ReplyError) as e:
-        await sub.publish({"text": "again"})
+        await sub.publish(sdk.payload({"text": "again"}))
     assert (e.value.code, e.value.message) == (4031, "muted")
     # `plain` keeps the namespace rule (no allow_publish): refused without asking.
     with pytest.raises(ReplyError) as e:
-        await plain.publish({"x": 1})
+        await plain.publish(sdk.payload({"x": 1}))
     assert e.value.code == 103
     assert len(backend.seen["publish"]) == 2
 
@@ -302,7 +298,7 @@ async def test_refresh_proxy_extends_then_expires_the_connection(node_factory, b
     assert first.body == {
         "client": client.client_id,
         "transport": "websocket",
-        "protocol": "json",
+        "protocol": sdk.encoding,
         "encoding": "json",
         "user": "bob",
     }, first.body
@@ -332,7 +328,7 @@ async def test_sub_refresh_proxy_keeps_or_ends_a_subscription(node_factory, back
     assert first.body == {
         "client": client.client_id,
         "transport": "websocket",
-        "protocol": "json",
+        "protocol": sdk.encoding,
         "encoding": "json",
         "user": "bob",
         "channel": "leased:a",

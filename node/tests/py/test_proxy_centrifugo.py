@@ -5,112 +5,81 @@ must carry the same fields, with the same values where they do not depend on the
 written for Centrifugo's proxy works unchanged.
 
 Centrifugo is sent `include_connection_meta` (herald always sends the connect answer's
-`meta` back: it has no switch for it). Skipped when the binary is absent
-(CENTRIFUGO_BIN, default /work/peers/bin/centrifugo).
+`meta` back: it has no switch for it). Runs with JSON and with Protobuf clients: the
+requests name the client's protocol (`protocol`), and payloads are JSON `data` in both.
+Centrifugo comes from `centrifugo.binary()` (CENTRIFUGO_BIN, or installed under
+target/peers/bin), as for the other differential test.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from centrifuge import ClientState
 
 from backend import Backend
+from centrifugo import Centrifugo
 from harness import T, EventLog
 from sdkutil import ClientEvents, SubEvents
 
-CENTRIFUGO = Path(os.environ.get("CENTRIFUGO_BIN", "/work/peers/bin/centrifugo"))
 HEADERS = {"Cookie": "session=abc", "Authorization": "Bearer xyz", "X-Other": "private"}
 
-pytestmark = pytest.mark.skipif(not CENTRIFUGO.is_file(), reason=f"no Centrifugo at {CENTRIFUGO}")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Centrifugo:
-    def __init__(self, tmp: Path, backend: Backend):
-        self.port = free_port()
-        proxy = {"timeout": "1s", "http_headers": ["Cookie", "Authorization"], "include_connection_meta": True}
-        config = {
-            "http_server": {"address": "127.0.0.1", "port": self.port},
-            "log": {"level": "info"},
-            "client": {
-                "allowed_origins": ["*"],
-                "proxy": {
-                    "connect": {"enabled": True, "endpoint": backend.url("connect"), **proxy},
-                    "refresh": {"enabled": True, "endpoint": backend.url("refresh"), **proxy},
-                },
+def centrifugo_config(backend: Backend) -> dict:
+    proxy = {"timeout": "1s", "http_headers": ["Cookie", "Authorization"], "include_connection_meta": True}
+    return {
+        "log": {"level": "info"},
+        "client": {
+            "allowed_origins": ["*"],
+            "proxy": {
+                "connect": {"enabled": True, "endpoint": backend.url("connect"), **proxy},
+                "refresh": {"enabled": True, "endpoint": backend.url("refresh"), **proxy},
             },
-            "channel": {
-                "proxy": {
-                    "subscribe": {"endpoint": backend.url("subscribe"), **proxy},
-                    "publish": {"endpoint": backend.url("publish"), **proxy},
-                },
-                "namespaces": [
-                    {"name": "guarded", "subscribe_proxy_enabled": True, "publish_proxy_enabled": True}
-                ],
+        },
+        "channel": {
+            "proxy": {
+                "subscribe": {"endpoint": backend.url("subscribe"), **proxy},
+                "publish": {"endpoint": backend.url("publish"), **proxy},
             },
-            "rpc": {
-                "proxy": {"endpoint": backend.url("rpc"), **proxy},
-                "without_namespace": {"proxy_enabled": True},
-            },
-        }
-        path = tmp / "centrifugo.json"
-        path.write_text(json.dumps(config))
-        self.log = open(tmp / "centrifugo.log", "w")
-        self.proc = subprocess.Popen(
-            [str(CENTRIFUGO), "--config", str(path)], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp / "centrifugo.log").read_text())
-                time.sleep(0.05)
-        self.ws_url = f"ws://127.0.0.1:{self.port}/connection/websocket"
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+            "namespaces": [
+                {"name": "guarded", "subscribe_proxy_enabled": True, "publish_proxy_enabled": True}
+            ],
+        },
+        "rpc": {
+            "proxy": {"endpoint": backend.url("rpc"), **proxy},
+            "without_namespace": {"proxy_enabled": True},
+        },
+    }
 
 
-async def drive(backend: Backend, url: str) -> dict:
+async def drive(backend: Backend, url: str, protobuf: bool) -> dict:
     """The same client actions against one server; returns the backend's requests."""
     import centrifuge
+
+    def payload(v):
+        return json.dumps(v).encode() if protobuf else v
+
+    def value(d):
+        return json.loads(d) if protobuf else d
 
     for kind in backend.seen:
         backend.seen[kind] = []
     log = EventLog()
     client = centrifuge.Client(
-        url, events=ClientEvents(log), token="", headers=HEADERS, data={"hello": 1},
-        name="diff", version="9.9", timeout=T, proxy=None,
+        url, events=ClientEvents(log), token="", headers=HEADERS, data=payload({"hello": 1}),
+        name="diff", version="9.9", timeout=T, proxy=None, use_protobuf=protobuf,
     )
     try:
         await client.connect()
         await client.ready(T)
-        assert (await client.rpc("echo", {"q": 1})).data == {"answer": 42}
+        assert value((await client.rpc("echo", payload({"q": 1}))).data) == {"answer": 42}
         slog = EventLog()
-        sub = client.new_subscription("guarded:room", events=SubEvents(slog), data={"join": True})
+        sub = client.new_subscription("guarded:room", events=SubEvents(slog), data=payload({"join": True}))
         await sub.subscribe()
         await sub.ready(T)
-        await sub.publish({"text": "hi"})
+        await sub.publish(payload({"text": "hi"}))
         await slog.wait(lambda: slog.of("publication"), what="the publication")
         await backend.wait_for("refresh", 1, timeout=3 * T)
         assert client.state == ClientState.CONNECTED
@@ -119,7 +88,9 @@ async def drive(backend: Backend, url: str) -> dict:
     return {k: list(v) for k, v in backend.seen.items()}
 
 
-async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path):
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path, encoding):
+    protobuf = encoding == "protobuf"
     backend = await Backend().start()
     backend.answer["connect"] = lambda body: {
         "result": {"user": "bob", "expire_at": int(time.time()) + 2, "meta": {"tenant": 7}, "info": {"n": 1}}
@@ -128,9 +99,9 @@ async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path)
     backend.answer["rpc"] = {"result": {"data": {"answer": 42}}}
     backend.answer["subscribe"] = {"result": {"info": {"role": "mod"}}}
     backend.answer["publish"] = {"result": {}}
-    cf = Centrifugo(tmp_path, backend)
+    cf = Centrifugo.start(centrifugo_config(backend), tmp_path)
     try:
-        theirs = await drive(backend, cf.ws_url)
+        theirs = await drive(backend, cf.ws_url, protobuf)
         node = node_factory(
             config_toml="[namespaces.guarded]\nproxy_subscribe = true\nproxy_publish = true\n",
             **backend.env(
@@ -138,13 +109,14 @@ async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path)
                 HERALD_PROXY_HTTP_HEADERS="Cookie,Authorization",
             ),
         )
-        ours = await drive(backend, node.ws_url)
+        ours = await drive(backend, node.ws_url, protobuf)
     finally:
         cf.stop()
         await backend.stop()
 
     for kind in ("connect", "rpc", "subscribe", "publish", "refresh"):
         a, b = theirs[kind][0], ours[kind][0]
+        assert a.body["protocol"] == encoding, (kind, a.body)
         print(f"{kind}: centrifugo {sorted(a.body)} herald {sorted(b.body)}")
         assert sorted(b.body) == sorted(a.body), (kind, a.body, b.body)
         for field, value in a.body.items():

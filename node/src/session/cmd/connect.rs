@@ -87,7 +87,7 @@ async fn proxy_connect(
         data: req.data.as_ref(),
         name: &req.name,
         version: &req.version,
-        ..ProxyRequest::new(client)
+        ..ProxyRequest::new(client, c.conn.encoding().name())
     };
     let Some(r) = c.ask::<wire::ConnectResult>(kind, &request).await? else {
         return Ok(None);
