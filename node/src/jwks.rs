@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 /// Largest JWKS document read, bytes.
 const MAX_DOCUMENT: usize = 1 << 20;
 
-/// Fetches counted by `result`: `ok`, `unreachable`, `status`, `timeout`, `parse`.
-pub const FETCHES: &str = "herald_node_jwks_fetches_total";
-
 /// Why a fetch did not give a key set. The texts hold no document content.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -165,7 +162,7 @@ impl Jwks {
                 e.label()
             }
         };
-        metrics::counter!(FETCHES, "result" => label).increment(1);
+        metrics::counter!(crate::metrics::JWKS_FETCHES, "result" => label).increment(1);
         result.map(|set| self.keys.store(set))
     }
 

@@ -26,6 +26,9 @@ pub const BYTES_OUT: &str = "herald_node_bytes_out_total";
 pub const DISCONNECTS: &str = "herald_node_disconnects_total";
 /// Clients disconnected because their outbound queue filled up (counter).
 pub const SLOW_CONSUMER_DROPS: &str = "herald_node_slow_consumer_drops_total";
+/// JWKS fetches by `result`: `ok`, `unreachable`, `status`, `timeout`, `parse`
+/// (counter; only with `HERALD_TOKEN_JWKS_URL`).
+pub const JWKS_FETCHES: &str = "herald_node_jwks_fetches_total";
 /// Subscriptions on this node (gauge).
 pub const SUBSCRIPTIONS: &str = "herald_node_subscriptions";
 /// Time a publication takes to be accepted by the broker (stored in JetStream and
@@ -287,6 +290,10 @@ fn describe() {
         "Seconds from a JetStream publish to its acknowledgement (cluster mode)."
     );
     describe_histogram!(PING_RTT, "Seconds from a server ping to the client's pong.");
+    describe_counter!(
+        JWKS_FETCHES,
+        "JWKS fetches by result (ok, unreachable, status, timeout, parse)."
+    );
     describe_counter!(
         JETSTREAM_REREAD,
         "Publications read back from JetStream because live delivery missed them."
