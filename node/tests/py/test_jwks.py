@@ -16,74 +16,17 @@ import time
 
 import jwt
 import pytest
-from aiohttp import web
 from centrifuge import ClientState
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from harness import NodeStartError, T, EventLog, http
+from jwksutil import EC384_KEY, EC_KEY, RSA_KEY, RSA_KEY_2, JwksServer, jwk, standard_keys, make_tls, token
 from sdkutil import ClientEvents, SubEvents
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_KEY_2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
-EC384_KEY = ec.generate_private_key(ec.SECP384R1())
-
-
-def jwk(private_key, kid: str) -> dict:
-    algo = RSAAlgorithm if isinstance(private_key, rsa.RSAPrivateKey) else ECAlgorithm
-    k = algo.to_jwk(private_key.public_key(), as_dict=True)
-    k.update(kid=kid, use="sig")
-    return k
-
-
-def token(private_key, alg: str, kid: str | None, sub: str = "alice", **claims) -> str:
-    payload = {"sub": sub, "exp": int(time.time()) + 3600, **claims}
-    headers = {"kid": kid} if kid is not None else None
-    return jwt.encode(payload, private_key, algorithm=alg, headers=headers)
-
-
-class JwksServer:
-    """Serves `keys` at /jwks, or `status`/`body` when set; counts the requests."""
-
-    def __init__(self):
-        self.keys: list[dict] = []
-        self.status = 200
-        self.body: bytes | None = None
-        self.requests = 0
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> "JwksServer":
-        app = web.Application()
-        app.router.add_get("/jwks", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/jwks"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if self.status != 200:
-            return web.Response(status=self.status, text="nope")
-        if self.body is not None:
-            return web.Response(body=self.body, content_type="application/json")
-        return web.json_response({"keys": self.keys})
 
 
 @pytest.fixture
 async def jwks():
     server = JwksServer()
-    server.keys = [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1"), jwk(EC384_KEY, "ec384-1")]
+    server.keys = standard_keys()
     await server.start()
     yield server
     await server.stop()
@@ -239,6 +182,37 @@ async def test_unsupported_keys_in_the_set_are_skipped(node_factory, jwks, json_
     # only: a JWKS never supplies HMAC keys.
     forged = jwt.encode({"sub": "mallory"}, b"secret-secret-secret", algorithm="HS256", headers={"kid": "sym"})
     await refused_3500(json_sdk, node, forged)
+
+
+async def test_an_https_endpoint_is_trusted_through_the_system_roots(node_factory, tmp_path, json_sdk):
+    """https:// with a certificate from a test-made CA: trusted once the CA is among the
+    system roots the node reads (`SSL_CERT_FILE`, as OpenSSL's tools read it), refused
+    otherwise (the fetch fails, the node stays up, HMAC tokens still work)."""
+    tls, ca_file = make_tls(tmp_path)
+    server = JwksServer(tls)
+    server.keys = standard_keys()
+    await server.start()
+    try:
+        assert server.url.startswith("https://")
+        trusting = jwks_node(node_factory, server, SSL_CERT_FILE=ca_file)
+        await connected(json_sdk, trusting, token(RSA_KEY, "RS256", "rsa-1"))
+        await connected(json_sdk, trusting, token(EC_KEY, "ES256", "ec-1"))
+        ok = await http("GET", f"{trusting.http_url}/metrics")
+        assert 'herald_node_jwks_fetches_total{result="ok"}' in ok.text
+
+        # The usual system roots (this environment's own SSL_CERT_FILE, or the OS
+        # store) do not include the test's CA.
+        before = server.requests
+        distrusting = jwks_node(node_factory, server)
+        await refused_3500(json_sdk, distrusting, token(RSA_KEY, "RS256", "rsa-1"))
+        await connected(json_sdk, distrusting, distrusting.token("alice"))
+        # The handshake failed before any request was made.
+        assert server.requests == before
+        m = (await http("GET", f"{distrusting.http_url}/metrics")).text
+        assert 'herald_node_jwks_fetches_total{result="unreachable"}' in m, m
+        assert 'herald_node_jwks_fetches_total{result="ok"}' not in m
+    finally:
+        await server.stop()
 
 
 async def test_jwks_url_must_be_http(node_factory):
