@@ -2,7 +2,9 @@
 
 - `Peer`: one server under test (Herald or Centrifugo) with what a script needs: its
   WebSocket and API URLs, HMAC secret, API key, and the client protocol encoding
-  (`json` today; the encoding is a parameter so a protobuf run can join later).
+  (`json` today; the encoding is a parameter so a protobuf run can join later). With
+  `jwks` set, its tokens are RS256 signed with the key the test's JWKS endpoint
+  publishes (`jwksutil`), so the same scripts check the JWKS path.
 - `Transcript`: what a script saw, step by step: replies, pushes, close codes, HTTP
   statuses and bodies. A script records; it never asserts on values.
 - `normalise`: replaces what must differ between two servers (client ids, epochs,
@@ -27,6 +29,7 @@ import jwt
 import websockets
 
 from harness import T, RawClient
+from jwksutil import RSA_KEY, RSA_KEY_2
 
 # How long to wait for pushes a step expects, and to see that no more come.
 PUSH_WAIT = min(T, 5.0)
@@ -45,12 +48,19 @@ class Peer:
     secret: str
     api_key: str
     encoding: str = "json"
+    # Tokens signed RS256 with kid `rsa-1` of the test's JWKS instead of HS256.
+    jwks: bool = False
 
     def token(self, sub: str = "", exp_in: Optional[float] = 3600, key: Optional[str] = None, **claims) -> str:
+        """A token for `sub`; with `key`, signed by another key than the server trusts
+        (JWKS: another RSA key under the same kid)."""
         payload: dict[str, Any] = {"sub": sub}
         if exp_in is not None:
             payload["exp"] = int(time.time() + exp_in)
         payload.update(claims)
+        if self.jwks:
+            signer = RSA_KEY_2 if key else RSA_KEY
+            return jwt.encode(payload, signer, algorithm="RS256", headers={"kid": "rsa-1"})
         return jwt.encode(payload, key or self.secret, algorithm="HS256")
 
     def sub_token(self, sub: str, channel: str, exp_in: Optional[float] = 3600, **claims) -> str:

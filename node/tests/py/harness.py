@@ -60,7 +60,7 @@ class Node:
         self.name = name
         self.binary = binary
         self.env = env
-        self.secret = env["HERALD_TOKEN_HMAC_SECRET"]
+        self.secret = env.get("HERALD_TOKEN_HMAC_SECRET", "")  # "" without HMAC (JWKS only)
         self.api_key = env["HERALD_API_KEY"]
         self.log_path = log_path
         self._log_lock = threading.Lock()

@@ -6,6 +6,12 @@ history, recovery and presence; `chat` with join/leave pushed to every subscribe
 each, with raw JSON frames (the client protocol encoding is a parameter: protobuf can
 join the list), and the normalised transcripts are compared field by field.
 
+The token scripts in JWKS_SCRIPTS run a second time against a second pair configured
+with a JWKS endpoint instead of the HMAC secret (`HERALD_TOKEN_JWKS_URL`, Centrifugo's
+`client.token.jwks_public_endpoint`), the test's own endpoint serving RSA and EC keys:
+tokens are then RS256 with a `kid`, plus the cases only a key set has (unknown kid, no
+kid, an EC key, an HS256 token).
+
 Every difference found must be in KNOWN_DIFFERENCES with its reason, and every entry
 there must still be found and be listed in README's "Differences from Centrifugo":
 a new difference, or a fixed one still listed, fails the test.
@@ -18,14 +24,18 @@ import fnmatch
 import json
 import re
 import secrets
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import jwt
 import pytest
 
 from centrifugo import Centrifugo
 from differential import Peer, Transcript, b64, compare, normalise
 from harness import REPO_ROOT, start_node
+from jwksutil import EC_KEY, RSA_KEY, standard_keys, token as jwks_token
 
 HISTORY_SIZE = 10
 HISTORY_TTL = 300
@@ -51,7 +61,7 @@ recovery = false
 """
 
 
-def centrifugo_config(secret: str, api_key: str) -> dict:
+def centrifugo_config(secret: str, api_key: str, jwks_url: str | None = None) -> dict:
     common = {
         "allow_subscribe_for_client": True,
         "allow_publish_for_subscriber": True,
@@ -65,8 +75,9 @@ def centrifugo_config(secret: str, api_key: str) -> dict:
         "force_positioning": True,
         "presence": True,
     }
+    token = {"jwks_public_endpoint": jwks_url} if jwks_url else {"hmac_secret_key": secret}
     return {
-        "client": {"token": {"hmac_secret_key": secret}, "allowed_origins": ["*"]},
+        "client": {"token": token, "allowed_origins": ["*"]},
         "http_api": {"key": api_key},
         "channel": {
             "without_namespace": {**common, **history},
@@ -247,6 +258,28 @@ async def subscribe_private(p: Peer, t: Transcript):
 
 
 @script
+async def subscribe_token_claims(p: Peer, t: Transcript):
+    now = int(time.time())
+    a = await p.open(t, "a")
+    await a.send("connect", "connect", {"token": p.token("alice")})
+    tok = p.sub_token("alice", "$c1", b64info=b64({"seat": 2}), data={"welcome": 1})
+    await a.send("b64info and data", "subscribe", {"channel": "$c1", "token": tok})
+    await p.api(t, "presence $c1", "presence", {"channel": "$c1"})
+    tok = p.sub_token("alice", "$c2", b64data=b64({"from": "b64"}), expire_at=now + 600)
+    await a.send("b64data, expire_at sooner than exp", "subscribe", {"channel": "$c2", "token": tok})
+    tok = p.sub_token("alice", "$c3", expire_at=0)
+    await a.send("expire_at 0", "subscribe", {"channel": "$c3", "token": tok})
+    tok = p.sub_token("alice", "$c4", expire_at=now - 10)
+    await a.send("expire_at past", "subscribe", {"channel": "$c4", "token": tok})
+    tok = p.sub_token("alice", "chat:c5", override={"presence": {"value": False}, "join_leave": {"value": False}})
+    await a.send("override presence and join_leave off", "subscribe", {"channel": "chat:c5", "token": tok})
+    await p.api(t, "presence chat:c5", "presence", {"channel": "chat:c5"})
+    tok = p.sub_token("alice", "nohist:c6", override={"presence": {"value": True}})
+    await a.send("override presence on", "subscribe", {"channel": "nohist:c6", "token": tok})
+    await p.api(t, "presence nohist:c6", "presence", {"channel": "nohist:c6"})
+
+
+@script
 async def recover(p: Peer, t: Transcript):
     a = await p.open(t, "a")
     await a.send("connect", "connect", {"token": p.token("alice")})
@@ -401,6 +434,45 @@ async def client_bad_input(p: Peer, t: Transcript):
     await g.send_raw("command without id", json.dumps({"subscribe": {"channel": "news"}}))
 
 
+# -- with a JWKS ------------------------------------------------------------------------
+# The token scripts above that run again against the JWKS pair (their tokens RS256 with
+# kid rsa-1), and scripts for what only a key set has.
+
+JWKS_SCRIPTS = [
+    "connect_plain",
+    "connect_subs_claim",
+    "connect_expired",
+    "connect_bad_signature",
+    "connect_expire_at",
+    "refresh_client",
+    "subscribe_private",
+    "subscribe_token_claims",
+]
+
+
+@script
+async def jwks_keys_by_kid(p: Peer, t: Transcript):
+    a = await p.open(t, "a")
+    await a.send("EC P-256 key", "connect", {"token": jwks_token(EC_KEY, "ES256", "ec-1", info={"k": "ec"})})
+    ec_sub = jwks_token(EC_KEY, "ES256", "ec-1", channel="$ec")
+    await a.send("subscribe", "subscribe", {"channel": "$ec", "token": ec_sub})
+    rs384_sub = jwks_token(RSA_KEY, "RS384", "rsa-1", channel="$rs")
+    await a.send("RS384 by the same RSA key", "subscribe", {"channel": "$rs", "token": rs384_sub})
+    cases = {
+        "unknown kid": jwks_token(RSA_KEY, "RS256", "nobody-has-it"),
+        "no kid": jwks_token(RSA_KEY, "RS256", None),
+        "RSA token naming the EC key": jwks_token(RSA_KEY, "RS256", "ec-1"),
+        "HS256 token": jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600}, p.secret, algorithm="HS256"),
+    }
+    for step, tok in cases.items():
+        b = await p.open(t, step)
+        await b.send(step, "connect", {"token": tok})
+        await b.record_close(f"closed after {step}", timeout=1)
+
+
+JWKS_ONLY = ["jwks_keys_by_kid"]
+
+
 # -- what may differ, and why ----------------------------------------------------------
 # (script, step, path) -> README id; each part a glob (fnmatch). Paths are as
 # `differential.compare` writes them. Every entry must match at least one difference.
@@ -449,6 +521,59 @@ def readme_differences() -> set[str]:
     return set(re.findall(r"^\| `(D\d+)` \|", m.group(1), re.M))
 
 
+class _JwksHandler(BaseHTTPRequestHandler):
+    body = json.dumps({"keys": standard_keys()}).encode()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def jwks_url():
+    """The test's JWKS endpoint (RSA rsa-1, EC ec-1 and ec384-1), for both servers."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def jwks_peers(tmp_path_factory, node_bin, jwks_url):
+    """Herald and Centrifugo that check tokens with the JWKS only (no HMAC secret)."""
+    workdir = tmp_path_factory.mktemp("differential-jwks")
+    api_key = secrets.token_urlsafe(24)
+    herald = start_node(
+        node_bin,
+        workdir,
+        "herald",
+        HERALD_TOML,
+        {
+            "HERALD_TOKEN_HMAC_SECRET": None,
+            "HERALD_TOKEN_JWKS_URL": jwks_url,
+            "HERALD_API_KEY": api_key,
+            "HERALD_NODE_ID": "herald-diff",
+        },
+    )
+    centrifugo = Centrifugo.start(centrifugo_config("", api_key, jwks_url), workdir)
+    # The secret only signs the HS256 token the JWKS servers must refuse.
+    unused = secrets.token_hex(16)
+    yield {
+        "herald": (herald, Peer("herald", herald.ws_url, herald.api_url, unused, api_key, jwks=True)),
+        "centrifugo": (centrifugo, Peer("centrifugo", centrifugo.ws_url, centrifugo.api_url, unused, api_key, jwks=True)),
+    }
+    centrifugo.stop()
+    assert herald.stop() == 0, herald.log_text()
+
+
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory, node_bin):
     workdir = tmp_path_factory.mktemp("differential")
@@ -479,12 +604,18 @@ async def run(script_fn, peer: Peer) -> Transcript:
     return t
 
 
+CASES = [pytest.param(name, "hmac", id=name) for name in SCRIPTS if name not in JWKS_ONLY] + [
+    pytest.param(name, "jwks", id=f"jwks-{name}") for name in JWKS_SCRIPTS + JWKS_ONLY
+]
+
+
 @pytest.mark.parametrize("encoding", ["json"])
-@pytest.mark.parametrize("name", list(SCRIPTS))
-async def test_same_answers_as_centrifugo(peers, name, encoding):
+@pytest.mark.parametrize("name,auth", CASES)
+async def test_same_answers_as_centrifugo(request, name, auth, encoding):
     fn = SCRIPTS[name]
-    h_peer = peers["herald"][1]
-    c_peer = peers["centrifugo"][1]
+    pair = request.getfixturevalue("jwks_peers" if auth == "jwks" else "peers")
+    h_peer = pair["herald"][1]
+    c_peer = pair["centrifugo"][1]
     h_peer.encoding = c_peer.encoding = encoding
     # One after the other, so both see the same sequence; channel names differ per script.
     h = normalise(await run(fn, h_peer))

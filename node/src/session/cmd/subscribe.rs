@@ -227,8 +227,10 @@ async fn authorize(
                     && t.client.as_deref().is_none_or(|cl| cl == client) =>
             {
                 if t.expire_at.is_some_and(|at| at <= now_secs()) {
-                    // `expire_at` in the past with a valid `exp`: expired all the same.
-                    return Err(ErrorCode::TokenExpired.into());
+                    // `expire_at` in the past with a valid `exp`: the subscription's
+                    // expiry, not the token's, so 110 "expired" as Centrifugo answers
+                    // any subscription whose expiry is not in the future (not 109).
+                    return Err(ErrorCode::Expired.into());
                 }
                 let state = ChannelState {
                     chan_info: t.info,
