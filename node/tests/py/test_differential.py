@@ -546,53 +546,51 @@ def jwks_url():
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def jwks_peers(tmp_path_factory, node_bin, jwks_url):
-    """Herald and Centrifugo that check tokens with the JWKS only (no HMAC secret)."""
-    workdir = tmp_path_factory.mktemp("differential-jwks")
-    api_key = secrets.token_urlsafe(24)
+def start_pair(workdir: Path, node_bin, api_key: str, token_env: dict, cf_config: dict, secret: str, jwks: bool):
+    """Herald (with `token_env` for its token settings) and Centrifugo (`cf_config`),
+    and a Peer for each."""
     herald = start_node(
         node_bin,
         workdir,
         "herald",
         HERALD_TOML,
-        {
-            "HERALD_TOKEN_HMAC_SECRET": None,
-            "HERALD_TOKEN_JWKS_URL": jwks_url,
-            "HERALD_API_KEY": api_key,
-            "HERALD_NODE_ID": "herald-diff",
-        },
+        {**token_env, "HERALD_API_KEY": api_key, "HERALD_NODE_ID": "herald-diff"},
     )
-    centrifugo = Centrifugo.start(centrifugo_config("", api_key, jwks_url), workdir)
-    # The secret only signs the HS256 token the JWKS servers must refuse.
-    unused = secrets.token_hex(16)
-    yield {
-        "herald": (herald, Peer("herald", herald.ws_url, herald.api_url, unused, api_key, jwks=True)),
-        "centrifugo": (centrifugo, Peer("centrifugo", centrifugo.ws_url, centrifugo.api_url, unused, api_key, jwks=True)),
+    centrifugo = Centrifugo.start(cf_config, workdir)
+    return {
+        "herald": (herald, Peer("herald", herald.ws_url, herald.api_url, secret, api_key, jwks=jwks)),
+        "centrifugo": (centrifugo, Peer("centrifugo", centrifugo.ws_url, centrifugo.api_url, secret, api_key, jwks=jwks)),
     }
+
+
+def stop_pair(pair) -> None:
+    herald, centrifugo = pair["herald"][0], pair["centrifugo"][0]
     centrifugo.stop()
     assert herald.stop() == 0, herald.log_text()
+
+
+@pytest.fixture(scope="module")
+def jwks_peers(tmp_path_factory, node_bin, jwks_url):
+    """Herald and Centrifugo that check tokens with the JWKS only (no HMAC secret)."""
+    api_key = secrets.token_urlsafe(24)
+    token_env = {"HERALD_TOKEN_HMAC_SECRET": None, "HERALD_TOKEN_JWKS_URL": jwks_url}
+    # The secret only signs the HS256 token the JWKS servers must refuse.
+    unused = secrets.token_hex(16)
+    workdir = tmp_path_factory.mktemp("differential-jwks")
+    pair = start_pair(workdir, node_bin, api_key, token_env, centrifugo_config("", api_key, jwks_url), unused, True)
+    yield pair
+    stop_pair(pair)
 
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory, node_bin):
-    workdir = tmp_path_factory.mktemp("differential")
     secret = secrets.token_hex(16)
     api_key = secrets.token_urlsafe(24)
-    herald = start_node(
-        node_bin,
-        workdir,
-        "herald",
-        HERALD_TOML,
-        {"HERALD_TOKEN_HMAC_SECRET": secret, "HERALD_API_KEY": api_key, "HERALD_NODE_ID": "herald-diff"},
-    )
-    centrifugo = Centrifugo.start(centrifugo_config(secret, api_key), workdir)
-    yield {
-        "herald": (herald, Peer("herald", herald.ws_url, herald.api_url, secret, api_key)),
-        "centrifugo": (centrifugo, Peer("centrifugo", centrifugo.ws_url, centrifugo.api_url, secret, api_key)),
-    }
-    centrifugo.stop()
-    assert herald.stop() == 0, herald.log_text()
+    token_env = {"HERALD_TOKEN_HMAC_SECRET": secret}
+    workdir = tmp_path_factory.mktemp("differential")
+    pair = start_pair(workdir, node_bin, api_key, token_env, centrifugo_config(secret, api_key), secret, False)
+    yield pair
+    stop_pair(pair)
 
 
 async def run(script_fn, peer: Peer) -> Transcript:
