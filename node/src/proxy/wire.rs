@@ -12,7 +12,7 @@
 //! them with its default (non-base64) proxy encoding.
 
 use base64::Engine;
-use herald_shared::protocol::RawJson;
+use herald_shared::protocol::{Encoding, RawJson};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -60,14 +60,13 @@ pub struct ProxyRequest<'a> {
 }
 
 impl<'a> ProxyRequest<'a> {
-    /// A request for connection `client`, whose client protocol is `protocol` (an
-    /// [`Encoding`](herald_shared::protocol::Encoding)'s name), with the fixed
-    /// transport fields set.
-    pub fn new(client: &'a str, protocol: &'static str) -> Self {
+    /// A request for connection `client`, whose client protocol is `encoding`, with
+    /// the fixed transport fields set.
+    pub fn new(client: &'a str, encoding: Encoding) -> Self {
         ProxyRequest {
             client,
             transport: TRANSPORT,
-            protocol,
+            protocol: encoding.name(),
             encoding: JSON,
             ..Default::default()
         }
@@ -253,7 +252,7 @@ mod tests {
     #[test]
     fn requests_leave_empty_fields_out() {
         let data = RawJson::parse(r#"{"a":1}"#).unwrap();
-        let mut r = ProxyRequest::new("c1", "protobuf");
+        let mut r = ProxyRequest::new("c1", Encoding::Protobuf);
         r.data = Some(&data);
         r.name = "py";
         let text = serde_json::to_string(&r).unwrap();

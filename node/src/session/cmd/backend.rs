@@ -32,7 +32,7 @@ impl Client {
         ProxyRequest {
             user,
             meta: self.backend.meta.as_ref(),
-            ..ProxyRequest::new(client, self.conn.encoding().name())
+            ..ProxyRequest::new(client, self.conn.encoding())
         }
     }
 

@@ -87,7 +87,7 @@ async fn proxy_connect(
         data: req.data.as_ref(),
         name: &req.name,
         version: &req.version,
-        ..ProxyRequest::new(client, c.conn.encoding().name())
+        ..ProxyRequest::new(client, c.conn.encoding())
     };
     let Some(r) = c.ask::<wire::ConnectResult>(kind, &request).await? else {
         return Ok(None);
