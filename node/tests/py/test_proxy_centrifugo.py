@@ -5,18 +5,17 @@ must carry the same fields, with the same values where they do not depend on the
 written for Centrifugo's proxy works unchanged.
 
 Centrifugo is sent `include_connection_meta` (herald always sends the connect answer's
-`meta` back: it has no switch for it). Runs with JSON and with Protobuf clients: the
-requests name the client's protocol (`protocol`), and payloads are JSON `data` in both.
+`meta` back: it has no switch for it). Runs with JSON and with Protobuf clients (the
+`sdk` fixture): the requests name the client's protocol (`protocol`), and payloads are
+JSON `data` in both.
 Centrifugo comes from `centrifugo.binary()` (CENTRIFUGO_BIN, or installed under
 target/peers/bin), as for the other differential test.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
-import pytest
 from centrifuge import ClientState
 
 from backend import Backend
@@ -54,32 +53,25 @@ def centrifugo_config(backend: Backend) -> dict:
     }
 
 
-async def drive(backend: Backend, url: str, protobuf: bool) -> dict:
-    """The same client actions against one server; returns the backend's requests."""
-    import centrifuge
-
-    def payload(v):
-        return json.dumps(v).encode() if protobuf else v
-
-    def value(d):
-        return json.loads(d) if protobuf else d
-
+async def drive(sdk, backend: Backend, server) -> dict:
+    """The same client actions against one server (Herald's node or Centrifugo, anything
+    with a `ws_url`), with `sdk`'s encoding; returns the backend's requests."""
     for kind in backend.seen:
         backend.seen[kind] = []
     log = EventLog()
-    client = centrifuge.Client(
-        url, events=ClientEvents(log), token="", headers=HEADERS, data=payload({"hello": 1}),
-        name="diff", version="9.9", timeout=T, proxy=None, use_protobuf=protobuf,
+    client = sdk(
+        server, events=ClientEvents(log), token="", headers=HEADERS, data=sdk.payload({"hello": 1}),
+        name="diff", version="9.9",
     )
     try:
         await client.connect()
         await client.ready(T)
-        assert value((await client.rpc("echo", payload({"q": 1}))).data) == {"answer": 42}
+        assert sdk.data((await client.rpc("echo", sdk.payload({"q": 1}))).data) == {"answer": 42}
         slog = EventLog()
-        sub = client.new_subscription("guarded:room", events=SubEvents(slog), data=payload({"join": True}))
+        sub = client.new_subscription("guarded:room", events=SubEvents(slog), data=sdk.payload({"join": True}))
         await sub.subscribe()
         await sub.ready(T)
-        await sub.publish(payload({"text": "hi"}))
+        await sub.publish(sdk.payload({"text": "hi"}))
         await slog.wait(lambda: slog.of("publication"), what="the publication")
         await backend.wait_for("refresh", 1, timeout=3 * T)
         assert client.state == ClientState.CONNECTED
@@ -88,9 +80,7 @@ async def drive(backend: Backend, url: str, protobuf: bool) -> dict:
     return {k: list(v) for k, v in backend.seen.items()}
 
 
-@pytest.mark.parametrize("encoding", ["json", "protobuf"])
-async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path, encoding):
-    protobuf = encoding == "protobuf"
+async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path, sdk):
     backend = await Backend().start()
     backend.answer["connect"] = lambda body: {
         "result": {"user": "bob", "expire_at": int(time.time()) + 2, "meta": {"tenant": 7}, "info": {"n": 1}}
@@ -101,7 +91,7 @@ async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path,
     backend.answer["publish"] = {"result": {}}
     cf = Centrifugo.start(centrifugo_config(backend), tmp_path)
     try:
-        theirs = await drive(backend, cf.ws_url, protobuf)
+        theirs = await drive(sdk, backend, cf)
         node = node_factory(
             config_toml="[namespaces.guarded]\nproxy_subscribe = true\nproxy_publish = true\n",
             **backend.env(
@@ -109,14 +99,14 @@ async def test_both_servers_send_the_same_proxy_requests(node_factory, tmp_path,
                 HERALD_PROXY_HTTP_HEADERS="Cookie,Authorization",
             ),
         )
-        ours = await drive(backend, node.ws_url, protobuf)
+        ours = await drive(sdk, backend, node)
     finally:
         cf.stop()
         await backend.stop()
 
     for kind in ("connect", "rpc", "subscribe", "publish", "refresh"):
         a, b = theirs[kind][0], ours[kind][0]
-        assert a.body["protocol"] == encoding, (kind, a.body)
+        assert a.body["protocol"] == sdk.encoding, (kind, a.body)
         print(f"{kind}: centrifugo {sorted(a.body)} herald {sorted(b.body)}")
         assert sorted(b.body) == sorted(a.body), (kind, a.body, b.body)
         for field, value in a.body.items():
