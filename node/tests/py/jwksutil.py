@@ -5,10 +5,14 @@ the header). Used by `test_jwks.py` and `test_differential_jwks.py`."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import json
 import ssl
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
@@ -133,3 +137,31 @@ class JwksServer:
 
 def standard_keys() -> list[dict]:
     return [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1"), jwk(EC384_KEY, "ec384-1")]
+
+
+@contextlib.contextmanager
+def static_jwks(keys: list[dict]):
+    """Serves `{"keys": keys}` at /jwks from a thread, for as long as the block runs;
+    yields its URL. For module-scoped fixtures, which have no event loop to run a
+    [`JwksServer`] on (the suite's loop scope is per test)."""
+    body = json.dumps({"keys": keys}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -24,9 +24,7 @@ import fnmatch
 import json
 import re
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jwt
@@ -35,7 +33,7 @@ import pytest
 from centrifugo import Centrifugo
 from differential import Peer, Transcript, b64, compare, normalise
 from harness import REPO_ROOT, start_node
-from jwksutil import EC_KEY, RSA_KEY, standard_keys, token as jwks_token
+from jwksutil import EC_KEY, RSA_KEY, standard_keys, static_jwks, token as jwks_token
 
 HISTORY_SIZE = 10
 HISTORY_TTL = 300
@@ -521,29 +519,11 @@ def readme_differences() -> set[str]:
     return set(re.findall(r"^\| `(D\d+)` \|", m.group(1), re.M))
 
 
-class _JwksHandler(BaseHTTPRequestHandler):
-    body = json.dumps({"keys": standard_keys()}).encode()
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def jwks_url():
     """The test's JWKS endpoint (RSA rsa-1, EC ec-1 and ec384-1), for both servers."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks"
-    server.shutdown()
-    server.server_close()
+    with static_jwks(standard_keys()) as url:
+        yield url
 
 
 def start_pair(workdir: Path, node_bin, api_key: str, token_env: dict, cf_config: dict, secret: str, jwks: bool):
