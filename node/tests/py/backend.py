@@ -19,7 +19,7 @@ from typing import Any, Callable, Union
 
 from aiohttp import web
 
-from harness import T
+from harness import T, serve_app
 
 KINDS = ("connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc")
 
@@ -63,11 +63,7 @@ class Backend:
         app = web.Application()
         for kind in KINDS:
             app.router.add_post(f"/{kind}", self._handler(kind))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        self._runner, port = await serve_app(app)
         self.base = f"http://127.0.0.1:{port}"
         return self
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import aiohttp
 import jwt
+from aiohttp import web
 import websockets
 from websockets.asyncio.client import connect as ws_connect
 
@@ -557,6 +558,18 @@ async def http(method: str, url: str, *, data=None, headers=None, timeout: float
             method, url, data=data, headers=headers or {}, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as r:
             return HttpResponse(r.status, dict(r.headers), await r.text())
+
+
+async def serve_app(
+    app: web.Application, port: int = 0, ssl_context=None, access_log: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Runs `app` on 127.0.0.1:`port` (0: a free one), over TLS with `ssl_context`: the
+    runner (to `cleanup()`) and the port. The test servers (backend, JWKS, OTLP) start so."""
+    runner = web.AppRunner(app) if access_log else web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
 
 
 async def api_post(node: Node, method: str, body, key: Optional[str] = "default") -> HttpResponse:

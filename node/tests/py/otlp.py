@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from harness import T
+from harness import T, serve_app
 
 
 @dataclass
@@ -44,11 +44,7 @@ class OtlpReceiver:
     async def start(self) -> "OtlpReceiver":
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_app(app, access_log=True)
         return self
 
     async def stop(self) -> None:
