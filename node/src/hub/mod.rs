@@ -58,7 +58,12 @@ struct Subscriber {
 
 #[derive(Default)]
 struct Channel {
+    /// In no particular order: a removal moves the last one into the gap.
     subs: Vec<Subscriber>,
+    /// Where each connection's entry is in `subs`. A big channel's storm of subscribes
+    /// and unsubscribes (a failover, a drain) is then linear in the storm, not quadratic
+    /// in the channel: each one used to scan `subs`, and each removal shifted the rest.
+    at: HashMap<u64, usize>,
     /// The distinct tags filters among `subs`.
     filters: FilterGroups,
     /// Subscribers in delta mode.
@@ -97,14 +102,29 @@ pub struct Hub {
 impl Channel {
     /// Removes `conn_id`'s subscription, if any, with its filter and delta counts.
     fn drop_sub(&mut self, conn_id: u64) {
-        let Some(i) = self.subs.iter().position(|s| s.conn_id == conn_id) else {
+        let Some(i) = self.at.remove(&conn_id) else {
             return;
         };
-        let sub = self.subs.remove(i);
+        let sub = self.subs.swap_remove(i);
+        if let Some(moved) = self.subs.get(i) {
+            self.at.insert(moved.conn_id, i);
+        }
         if let Some(slot) = sub.filter {
             self.filters.leave(slot);
         }
         self.delta_subs -= usize::from(sub.delta);
+    }
+
+    /// Adds a subscription (`conn_id` has none here).
+    fn push_sub(&mut self, sub: Subscriber) {
+        self.at.insert(sub.conn_id, self.subs.len());
+        self.subs.push(sub);
+    }
+
+    /// `conn_id`'s subscription.
+    fn sub_mut(&mut self, conn_id: u64) -> Option<&mut Subscriber> {
+        let i = *self.at.get(&conn_id)?;
+        self.subs.get_mut(i)
     }
 }
 
@@ -172,7 +192,7 @@ impl Hub {
         ch.drop_sub(conn_id);
         let filter = delivery.filter.as_ref().map(|f| ch.filters.join(f));
         ch.delta_subs += usize::from(delivery.delta);
-        ch.subs.push(Subscriber {
+        ch.push_sub(Subscriber {
             conn_id,
             encoding: out.encoding(),
             out,
@@ -211,7 +231,7 @@ impl Hub {
             return false;
         };
         let mut ch = entry.lock();
-        let Some(sub) = ch.subs.iter_mut().find(|s| s.conn_id == conn_id) else {
+        let Some(sub) = ch.sub_mut(conn_id) else {
             return false;
         };
         sub.delivered_up_to = delivered_up_to;

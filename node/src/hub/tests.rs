@@ -208,6 +208,38 @@ fn fan_out_reaches_every_subscriber_once() {
 }
 
 #[test]
+fn removals_from_the_middle_keep_every_other_subscriber_reachable() {
+    // Removal moves the channel's last entry into the gap: the moved ones must still
+    // be found (go_live, a second add, remove) and still get each publication once.
+    let hub = Hub::new(1 << 20);
+    let queues: Vec<_> = (0..10u64).map(|_| queue()).collect();
+    for (id, q) in queues.iter().enumerate() {
+        hub.add("c", id as u64, q.clone(), jl(false), true);
+    }
+    for id in [0u64, 4, 9, 5] {
+        assert!(!hub.remove("c", id));
+    }
+    let left = [1u64, 2, 3, 6, 7, 8];
+    for id in left {
+        assert!(hub.go_live("c", id, 0), "subscriber {id} is still found");
+    }
+    assert!(!hub.go_live("c", 4, 0), "a removed one is gone");
+    // Subscribing again replaces the entry rather than adding a second one.
+    hub.add("c", 8, queues[8].clone(), jl(false), false);
+    assert_eq!(hub.channels(), vec![("c".to_string(), left.len())]);
+    let (f, _) = publish(&hub, "c", 1);
+    assert_eq!(f.delivered, left.len());
+    for (id, q) in queues.iter().enumerate() {
+        let want = usize::from(left.contains(&(id as u64)));
+        assert_eq!(q.take().items.len(), want, "subscriber {id}");
+    }
+    for id in left {
+        hub.remove("c", id);
+    }
+    assert!(!hub.has_subscribers("c"));
+}
+
+#[test]
 fn syncing_subscriber_gets_only_newer_offsets_after_go_live() {
     let hub = Hub::new(1 << 20);
     let q = queue();
