@@ -14,6 +14,9 @@
 //! - [`stats`]: counters, HDR histograms, gap and duplicate accounting.
 //! - [`report`], [`expect`]: the report and the `--expect` targets.
 
+// The binary's allocator (main.rs), a dependency of the package and so of this target.
+use tikv_jemallocator as _;
+
 pub mod api;
 pub mod cli;
 pub mod client;

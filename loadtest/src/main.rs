@@ -4,6 +4,11 @@
 // library: an unused one shows on the library target, where it means something.
 #![allow(unused_crate_dependencies)]
 
+/// jemalloc, as the router's: the generator shares the cores with the servers it
+/// measures, so what it spends in malloc is taken from them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     herald_loadtest::main_with_args(std::env::args().collect())
 }

@@ -24,6 +24,9 @@
 // The unit-test build also links the dev-dependencies of `tests/` (tokio-tungstenite).
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+// The binary's allocator (main.rs), a dependency of the package and so of this target.
+use tikv_jemallocator as _;
+
 pub mod admission;
 pub mod backends;
 pub mod cidr;

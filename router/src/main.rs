@@ -5,6 +5,10 @@
 // library: an unused one shows on the library target, where it means something.
 #![allow(unused_crate_dependencies)]
 
+/// jemalloc: see the workspace's Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use herald_shared::config::{exit_with, ConfigError, EnvLookup};
 use herald_shared::net::exit;
 use std::io::Write as _;
