@@ -10,7 +10,8 @@ usage: cost.py SAMPLES
 """
 import sys
 
-KINDS = ("herald-router", "herald-node", "nats-server", "herald-loadtes")
+# Sample fields that are not a kind of process's CPU seconds.
+MACHINE = ("t", "busy", "steal", "nodes")
 
 
 def main():
@@ -32,9 +33,10 @@ def main():
     before = max(0, start - 30)
     steal = sum(r["steal"] for r in rows[start:end]) / max(1, end - start)
     print(f"storm {rows[start]['t']:.1f}-{rows[end]['t']:.1f} s: {rows[end]['t'] - rows[start]['t']:.1f} s busy, steal {steal:.0f} %")
-    for k in KINDS:
+    span = rows[start - 1]["t"] - rows[before]["t"]
+    kinds = sorted({k for r in rows for k in r if k not in MACHINE})
+    for k in kinds:
         storm = rows[end].get(k, 0) - rows[start].get(k, 0)
-        span = rows[start - 1]["t"] - rows[before]["t"]
         steady = (rows[start - 1].get(k, 0) - rows[before].get(k, 0)) / span
         print(f"  {k:15} {storm:5.2f} CPU-s in the storm; steady {steady:.2f} CPU-s/s")
 
