@@ -54,6 +54,11 @@ pub const RECOVERED_PUBLICATIONS: &str = "herald_node_recovered_publications_tot
 /// `shared` (the channel's range on this node, which earlier recoveries and live
 /// delivery filled: no JetStream read) or `jetstream` (some or all read) (counter).
 pub const RECOVERY_READS: &str = "herald_node_recovery_reads_total";
+/// JetStream lookups of stream-mode recoveries in cluster mode, by `lookup` (`top`: the
+/// channel's newest sequence; `position`: whether the client's offset is still stored)
+/// and `answer`: `asked` (this recovery's own request) or `shared` (a request another
+/// recovery of the channel started after this one arrived) (counter).
+pub const RECOVERY_LOOKUPS: &str = "herald_node_recovery_lookups_total";
 /// From the broker's receipt of a publication (NATS message read, or the embedded
 /// broker's publish) to the socket write that carried it, seconds. Sampled: the last
 /// subscriber of every fan-out, so it shows the slowest delivery of each sweep.
@@ -195,6 +200,11 @@ impl NodeMetrics {
         for source in ["shared", "jetstream"] {
             counter!(RECOVERY_READS, "source" => source).absolute(0);
         }
+        for lookup in ["top", "position"] {
+            for answer in ["asked", "shared"] {
+                counter!(RECOVERY_LOOKUPS, "lookup" => lookup, "answer" => answer).absolute(0);
+            }
+        }
         counter!(JETSTREAM_REREAD).absolute(0);
         for reason in ["duplicate", "unreadable"] {
             counter!(JETSTREAM_SKIPPED, "reason" => reason).absolute(0);
@@ -280,6 +290,10 @@ fn describe() {
     describe_counter!(
         RECOVERY_READS,
         "Stream recoveries by where their publications came from (shared range, jetstream)."
+    );
+    describe_counter!(
+        RECOVERY_LOOKUPS,
+        "JetStream lookups of stream recoveries by lookup (top, position) and answer (asked, shared)."
     );
     describe_histogram!(
         DELIVERY_LAG,

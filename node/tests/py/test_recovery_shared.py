@@ -14,12 +14,27 @@ from harness import T
 from test_observability import scrape, value
 
 READS = "herald_node_recovery_reads_total"
+LOOKUPS = "herald_node_recovery_lookups_total"
 
 
 async def _reads(node) -> tuple[float, float]:
     """(shared, jetstream) recoveries counted by the node."""
     s = await scrape(node)
     return value(s, READS, source="shared"), value(s, READS, source="jetstream")
+
+
+async def _lookups(node) -> dict[tuple[str, str], float]:
+    """JetStream lookups of recoveries by (lookup, answer)."""
+    s = await scrape(node)
+    return {
+        (k, a): value(s, LOOKUPS, lookup=k, answer=a)
+        for k in ("top", "position")
+        for a in ("asked", "shared")
+    }
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {k: after[k] - before[k] for k in after}
 
 
 async def _publish(api, channel: str, n: int, start: int = 0) -> list[int]:
@@ -53,6 +68,7 @@ async def test_concurrent_recoveries_share_one_read_and_older_ones_fall_back(
     early = await _publish(api, "feed", 5)
     missed = await _publish(api, "feed", 30, start=5)
     before = await _reads(n1)
+    looked = await _lookups(n1)
 
     _, replies = await _recovering(raw, n1, "feed", epoch, early[-1], 40)
     for r in replies:
@@ -61,6 +77,20 @@ async def test_concurrent_recoveries_share_one_read_and_older_ones_fall_back(
         assert [p["data"]["n"] for p in r["publications"]] == list(range(5, 35))
     shared, js = await _reads(n1)
     assert (shared - before[0], js - before[1]) == (39, 1), "one read for 40 recoveries"
+    # Their top and position lookups were shared too (src/broker/nats/rounds.rs): one
+    # of each per recovery, most answered by another recovery's request.
+    d = _delta(await _lookups(n1), looked)
+    for kind in ("top", "position"):
+        assert d[(kind, "asked")] + d[(kind, "shared")] == 40, d
+        assert d[(kind, "shared")] > d[(kind, "asked")], d
+    # One after the herd asks for itself: an answer from before it arrived may be stale.
+    looked = await _lookups(n1)
+    c = await raw(n1, user="after-herd")
+    r = await c.subscribe("feed", recover=True, epoch=epoch, offset=early[-1])
+    assert [p["offset"] for p in r["publications"]] == missed
+    d = _delta(await _lookups(n1), looked)
+    assert d == {("top", "asked"): 1, ("top", "shared"): 0,
+                 ("position", "asked"): 1, ("position", "shared"): 0}, d
 
     # Older than the shared range's start: the rest is read from JetStream.
     c = await raw(n1, user="old")
@@ -111,6 +141,12 @@ async def test_a_position_dropped_from_the_stream_is_not_recovered_from_the_rang
     )
     c = await raw(n1, user="late")
     r = await c.subscribe("short", recover=True, epoch=epoch, offset=offsets[2])
+    assert r.get("recovered", False) is False, r
+    assert not r.get("publications"), "never a partial set"
+    # The herd's own position, stored when the herd asked and dropped since: asked
+    # again, not answered from the herd's lookup.
+    c = await raw(n1, user="late-herd")
+    r = await c.subscribe("short", recover=True, epoch=epoch, offset=offsets[0])
     assert r.get("recovered", False) is False, r
     assert not r.get("publications"), "never a partial set"
     # A position still stored recovers exactly the tail.

@@ -1,7 +1,8 @@
 //! History reads, recovery and purges, by the recovery rule of the [module](super).
 
 use super::recent;
-use super::state::{Inner, NsStream};
+use super::rounds::Answer;
+use super::state::{Inner, LiveChannel, NsStream};
 use super::subjects;
 use crate::broker::{BrokerError, HistoryQuery, Recovery};
 use crate::config::NamespaceOptions;
@@ -32,7 +33,24 @@ async fn read(
     inner.ensure_connected().await?;
     let s = inner.ns_stream(channel)?;
     let subject = subjects::publish_subject(channel);
-    let mut top = inner.last_seq(&s.stream, &subject).await?;
+    // A recovery's subscriber is registered, so this node listens to the channel and
+    // its lookups are shared with the channel's other recoveries ([`rounds`]).
+    let entry = if shared {
+        inner.live.lock().get(channel).cloned()
+    } else {
+        None
+    };
+    let mut top = match &entry {
+        Some(e) => {
+            let (top, answer) = e
+                .top
+                .get(s.epoch.clone(), || inner.last_seq(&s.stream, &subject))
+                .await?;
+            lookup("top", answer);
+            top
+        }
+        None => inner.last_seq(&s.stream, &subject).await?,
+    };
     if top == 0 && q.establish_position {
         top = inner.write_marker(&s.stream, &subject).await?;
     }
@@ -45,8 +63,8 @@ async fn read(
             // sequence, so reading from just before it is enough.
             after = after.max(top - 1);
         }
-        publications = if shared {
-            read_shared(inner, channel, &s, &subject, after, top, ns).await?
+        publications = if let Some(entry) = &entry {
+            read_shared(inner, entry, &s, &subject, after, top, ns).await?
         } else {
             inner.read_range(&s.stream, &subject, after, top).await?
         };
@@ -84,21 +102,16 @@ pub(super) async fn recover(
     Ok(Recovery::from_history(h, recovered))
 }
 
-/// Stored publications in `(after, top]` through the channel's shared range, when this
-/// node listens to the channel (a recovering subscriber is registered first, so it does).
+/// Stored publications in `(after, top]` through the channel's shared range.
 async fn read_shared(
     inner: &Inner,
-    channel: &str,
+    entry: &LiveChannel,
     s: &NsStream,
     subject: &str,
     after: u64,
     top: u64,
     ns: &NamespaceOptions,
 ) -> Result<Vec<Publication>, BrokerError> {
-    let entry = inner.live.lock().get(channel).cloned();
-    let Some(entry) = entry else {
-        return inner.read_range(&s.stream, subject, after, top).await;
-    };
     // The single flight: recoveries of this channel take turns with the range.
     let mut slot = entry.recent.lock().await;
     let target = recent::Target {
@@ -140,11 +153,27 @@ async fn recoverable(
     if since.offset == 0 {
         return Ok(false);
     }
-    match s.stream.direct_get(since.offset).await {
-        Ok(m) => Ok(m.subject.as_str() == subjects::publish_subject(channel)),
-        Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(false),
-        Err(e) => Err(BrokerError::nats("JetStream read", e)),
-    }
+    // Asked after this recovery's range was read, as the rule needs ([`rounds`]).
+    let ask = || async {
+        match s.stream.direct_get(since.offset).await {
+            Ok(m) => Ok(m.subject.as_str() == subjects::publish_subject(channel)),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(BrokerError::nats("JetStream read", e)),
+        }
+    };
+    let entry = inner.live.lock().get(channel).cloned();
+    let (stored, answer) = match entry {
+        Some(e) => e.stored.get((s.epoch.clone(), since.offset), ask).await?,
+        None => (ask().await?, Answer::Asked),
+    };
+    lookup("position", answer);
+    Ok(stored)
+}
+
+/// Counts one of a recovery's JetStream lookups (`top` or `position`).
+fn lookup(kind: &'static str, answer: Answer) {
+    metrics::counter!(crate::metrics::RECOVERY_LOOKUPS, "lookup" => kind, "answer" => answer.label())
+        .increment(1);
 }
 
 pub(super) async fn remove_history(inner: &Inner, channel: &str) -> Result<(), BrokerError> {

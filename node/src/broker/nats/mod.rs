@@ -25,6 +25,7 @@ mod peers;
 mod query;
 mod recent;
 mod rejoin;
+mod rounds;
 mod state;
 pub mod subjects;
 

@@ -3,6 +3,7 @@
 
 use super::peers::Peers;
 use super::recent::Range;
+use super::rounds::Rounds;
 use super::subjects;
 use crate::broker::presence::LocalPresence;
 use crate::broker::{BrokerError, BrokerEvents};
@@ -44,6 +45,10 @@ pub(super) struct LiveChannel {
     /// Publications last read for recoveries and extended by the live task, shared by
     /// the next recoveries ([`super::recent`]); its lock makes them take turns.
     pub(super) recent: tokio::sync::Mutex<Option<Range>>,
+    /// Recoveries' lookups of the channel's top, by epoch ([`super::rounds`]).
+    pub(super) top: Rounds<String, u64>,
+    /// Recoveries' lookups of whether a position is still stored, by epoch and offset.
+    pub(super) stored: Rounds<(String, u64), bool>,
 }
 
 impl LiveChannel {
@@ -56,6 +61,8 @@ impl LiveChannel {
             catch_up_rx: Mutex::new(Some(rx)),
             task: Mutex::new(None),
             recent: tokio::sync::Mutex::new(None),
+            top: Rounds::new(),
+            stored: Rounds::new(),
         }
     }
 }
