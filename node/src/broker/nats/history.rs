@@ -16,16 +16,17 @@ pub(super) async fn history(
     q: &HistoryQuery,
     ns: &NamespaceOptions,
 ) -> Result<HistoryResult, BrokerError> {
-    read(inner, channel, q, ns, false).await
+    read(inner, channel, q, ns, None).await
 }
 
-/// [`history`]; `shared`: through the channel's shared recovery range ([`recent`]).
+/// [`history`]; with the channel's `live` entry (a recovery), its lookups and reads are
+/// shared with the channel's other recoveries ([`super::rounds`], [`recent`]).
 async fn read(
     inner: &Inner,
     channel: &str,
     q: &HistoryQuery,
     ns: &NamespaceOptions,
-    shared: bool,
+    live: Option<&LiveChannel>,
 ) -> Result<HistoryResult, BrokerError> {
     if !ns.has_history() {
         return Ok(HistoryResult::default());
@@ -33,14 +34,7 @@ async fn read(
     inner.ensure_connected().await?;
     let s = inner.ns_stream(channel)?;
     let subject = subjects::publish_subject(channel);
-    // A recovery's subscriber is registered, so this node listens to the channel and
-    // its lookups are shared with the channel's other recoveries ([`rounds`]).
-    let entry = if shared {
-        inner.live.lock().get(channel).cloned()
-    } else {
-        None
-    };
-    let mut top = match &entry {
+    let mut top = match live {
         Some(e) => {
             let (top, answer) = e
                 .top
@@ -63,7 +57,7 @@ async fn read(
             // sequence, so reading from just before it is enough.
             after = after.max(top - 1);
         }
-        publications = if let Some(entry) = &entry {
+        publications = if let Some(entry) = live {
             read_shared(inner, entry, &s, &subject, after, top, ns).await?
         } else {
             inner.read_range(&s.stream, &subject, after, top).await?
@@ -97,8 +91,10 @@ pub(super) async fn recover(
         reverse: false,
         establish_position: true,
     };
-    let h = read(inner, channel, &query, ns, true).await?;
-    let recovered = recoverable(inner, channel, since, h.offset, ns).await?;
+    // The subscriber is registered first, so this node listens to the channel.
+    let live = inner.live.lock().get(channel).cloned();
+    let h = read(inner, channel, &query, ns, live.as_deref()).await?;
+    let recovered = recoverable(inner, channel, live.as_deref(), since, h.offset, ns).await?;
     Ok(Recovery::from_history(h, recovered))
 }
 
@@ -139,6 +135,7 @@ async fn read_shared(
 async fn recoverable(
     inner: &Inner,
     channel: &str,
+    live: Option<&LiveChannel>,
     since: &StreamPosition,
     top: u64,
     ns: &NamespaceOptions,
@@ -153,7 +150,7 @@ async fn recoverable(
     if since.offset == 0 {
         return Ok(false);
     }
-    // Asked after this recovery's range was read, as the rule needs ([`rounds`]).
+    // Asked after this recovery's range was read, as the rule needs ([`super::rounds`]).
     let ask = || async {
         match s.stream.direct_get(since.offset).await {
             Ok(m) => Ok(m.subject.as_str() == subjects::publish_subject(channel)),
@@ -161,8 +158,7 @@ async fn recoverable(
             Err(e) => Err(BrokerError::nats("JetStream read", e)),
         }
     };
-    let entry = inner.live.lock().get(channel).cloned();
-    let (stored, answer) = match entry {
+    let (stored, answer) = match live {
         Some(e) => e.stored.get((s.epoch.clone(), since.offset), ask).await?,
         None => (ask().await?, Answer::Asked),
     };
