@@ -8,7 +8,7 @@
 //! `JsonCodec.applyDeltaIfNeeded` decodes.
 //!
 //! The algorithm is the `fossil-delta` crate's; the tests here check its output
-//! against vectors that centrifuge-js 5.7.4's decoder produced and accepted, and
+//! against vectors that centrifuge-js's decoder (5.7.4, and 5.8.0 since) accepted, and
 //! `node/tests/js` checks the SDK decoding live deltas.
 
 use super::RawJson;
@@ -92,7 +92,7 @@ mod tests {
         }
     }
 
-    /// The vectors node/tests/js decodes with centrifuge-js 5.7.4's own `applyDelta`
+    /// The vectors node/tests/js decodes with centrifuge-js's own (5.8.0) `applyDelta`
     /// (`delta.test.mjs`): they must be what this encoder produces today, so that test
     /// speaks for it. Regenerate with `HERALD_WRITE_FOSSIL_VECTORS=1 cargo test -p
     /// herald-shared fossil_vectors` after a change of the encoder.

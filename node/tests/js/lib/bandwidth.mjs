@@ -10,6 +10,7 @@
 
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,14 +37,44 @@ allow_tags_filter = true
 `;
 
 /**
- * Publications in stream order. centrifuge-js 5.7.4 may emit the publications of two
- * WebSocket messages that arrive back to back out of order: its `_dataReceived` chains
- * each message's dispatch on the promise that was current before the previous message's
- * dispatch replaced it, so the second runs while the first is still being dispatched
- * (seen here: offsets 15, 17, 16 emitted for frames written 15, 16, 17). The order on
- * the wire is the node's; what these tests check is that each publication is right.
+ * `pubs`, after checking that they were emitted in stream order (offsets strictly
+ * increasing): the node writes a channel's publications in order, and centrifuge-js
+ * 5.8.0 emits them in the order they arrive. (5.7.4 could emit the publications of two
+ * WebSocket messages that arrived in one read out of order, and break a delta chain:
+ * the "one read" test below.)
  */
-export const byOffset = (a, b) => a.offset - b.offset;
+export function inStreamOrder(pubs) {
+  const offsets = pubs.map((p) => p.offset);
+  assert.ok(offsets.every((o, i) => i === 0 || o > offsets[i - 1]), `emitted offsets ${offsets}`);
+  return pubs;
+}
+
+/**
+ * Publishes each group of `groups` as one sequential API batch, in delta mode, from a
+ * child process, and blocks this process until all of it has been delivered (the child
+ * waits a moment after the last reply). A batch's publications tend to leave the node
+ * coalesced in one WebSocket message; the next batch's in another.
+ */
+function publishBlocking(s, channel, groups) {
+  const script = `
+    const [base, key, channel, groups] = JSON.parse(process.argv[1]);
+    for (const datas of groups) {
+      const commands = datas.map((data) => ({ publish: { channel, data, delta: true } }));
+      const r = await fetch(base + '/batch', {
+        method: 'POST',
+        headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ commands }),
+      });
+      const out = await r.json();
+      if (r.status !== 200 || out.error || out.replies.some((x) => x.error)) throw new Error(JSON.stringify(out));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  `;
+  execFileSync(process.execPath, ['--input-type=module', '-e', script, JSON.stringify([s.api, s.api_key, channel, groups])], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    timeout: T,
+  });
+}
 
 /** A 2 KiB state document in which one field changes. */
 export function state(n) {
@@ -96,11 +127,34 @@ export function defineBandwidthSuite(mode) {
     const N = 40;
     for (let n = 1; n <= N; n++) await api(s, 'publish', { channel, data: state(n), delta: true });
     await sub.log.wait(() => sub.log.of('publication').length === N, `${N} publications`);
-    assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data), Array.from({ length: N }, (_, i) => state(i + 1)));
+    assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data), Array.from({ length: N }, (_, i) => state(i + 1)));
     const stats = sub.deltaStats();
     assert.equal(stats.numFullPayloads, 1, JSON.stringify(stats));
     assert.equal(stats.numDeltaPayloads, N - 1, JSON.stringify(stats));
     assert.ok(stats.bytesReceived * 10 < stats.bytesDecoded, JSON.stringify(stats));
+    assert.deepEqual(sub.log.of('error'), []);
+  });
+
+  test('delta: publications that reach the client in one read are emitted in wire order and all decode', async () => {
+    const c = await clients.connected('alice');
+    const channel = unique('delta:burst');
+    const sub = await subscribed(c, channel, { delta: 'fossil' });
+    await api(s, 'publish', { channel, data: state(1), delta: true });
+    await sub.log.wait(() => sub.log.of('publication').length === 1, 'the first');
+    // The next ones are published by a child process while this one's event loop is
+    // blocked in execFileSync, so their WebSocket messages (a batch's publications
+    // coalesced in one, the next batch's in the next) wait in the socket buffer and
+    // reach the SDK in one read, as they do behind a busy router or from a busy node.
+    // centrifuge-js 5.7.4 dispatched the second message while the first was still
+    // being dispatched: a delta applied to the wrong base, "bad checksum", and its
+    // dispatch stopped for good.
+    const N = 12;
+    const rest = Array.from({ length: N - 1 }, (_, i) => state(i + 2));
+    publishBlocking(s, channel, [rest.slice(0, 4), rest.slice(4, 8), rest.slice(8)]);
+    await sub.log.wait(() => sub.log.of('publication').length === N, `${N} publications`);
+    const pubs = inStreamOrder(sub.log.of('publication'));
+    assert.deepEqual(pubs.map((p) => p.data), Array.from({ length: N }, (_, i) => state(i + 1)));
+    assert.equal(sub.deltaStats().numDeltaPayloads, N - 1, JSON.stringify(sub.deltaStats()));
     assert.deepEqual(sub.log.of('error'), []);
   });
 
@@ -116,8 +170,8 @@ export function defineBandwidthSuite(mode) {
     await api(s, 'publish', { channel, data: state(12), delta: true });
     for (const sub of [d, p]) await sub.log.wait(() => sub.log.of('publication').length === 12, '12 publications');
     const want = Array.from({ length: 12 }, (_, i) => state(i + 1));
-    assert.deepEqual(d.log.of('publication').sort(byOffset).map((x) => x.data), want);
-    assert.deepEqual(p.log.of('publication').sort(byOffset).map((x) => x.data), want);
+    assert.deepEqual(inStreamOrder(d.log.of('publication')).map((x) => x.data), want);
+    assert.deepEqual(inStreamOrder(p.log.of('publication')).map((x) => x.data), want);
     assert.equal(d.deltaStats().numDeltaPayloads, 10, JSON.stringify(d.deltaStats()));
   });
 
@@ -127,7 +181,7 @@ export function defineBandwidthSuite(mode) {
     const sub = await subscribed(c, channel, { delta: 'fossil' });
     for (let n = 1; n <= 5; n++) await api(s, 'publish', { channel, data: state(n) });
     await sub.log.wait(() => sub.log.of('publication').length === 5, '5 publications');
-    assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data.seq), [1, 2, 3, 4, 5]);
+    assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data.seq), [1, 2, 3, 4, 5]);
     assert.equal(sub.deltaStats().numDeltaPayloads, 4);
   });
 
@@ -136,13 +190,10 @@ export function defineBandwidthSuite(mode) {
     const c = await clients.connected(user, { minReconnectDelay: 1500, maxReconnectDelay: 1600 });
     const channel = unique('delta:rec');
     const sub = await subscribed(c, channel, { delta: 'fossil', recoverable: true });
-    // One at a time: the SDK keeps the offset of the publication it emitted last, and
-    // back-to-back messages can be emitted out of order (see byOffset), which would
-    // make it resubscribe from an older position and receive one twice.
-    for (let n = 1; n <= 3; n++) {
-      await api(s, 'publish', { channel, data: state(n), delta: true });
-      await sub.log.wait(() => sub.log.of('publication').length === n, `live ${n}`);
-    }
+    // Back to back: the SDK resubscribes from the offset of the publication it emitted
+    // last, which is the newest only if it emits them in order.
+    for (let n = 1; n <= 3; n++) await api(s, 'publish', { channel, data: state(n), delta: true });
+    await sub.log.wait(() => sub.log.of('publication').length === 3, 'live 3');
     await api(s, 'disconnect', { user });
     await c.log.wait(() => c.log.of('connecting').length === 2, 'connecting after the disconnect');
     for (let n = 4; n <= 6; n++) await api(s, 'publish', { channel, data: state(n), delta: true });
@@ -154,7 +205,7 @@ export function defineBandwidthSuite(mode) {
     await sleep(200);
     // Every offset once (in a cluster they are the namespace stream's sequences, so not
     // 1..10): a duplicate shows here by its offset.
-    const pubs = sub.log.of('publication').sort(byOffset);
+    const pubs = inStreamOrder(sub.log.of('publication'));
     const offsets = pubs.map((p) => p.offset);
     assert.equal(new Set(offsets).size, offsets.length, `offsets ${offsets}`);
     assert.deepEqual(pubs.map((p) => p.data), Array.from({ length: 10 }, (_, i) => state(i + 1)));
@@ -182,7 +233,7 @@ export function defineBandwidthSuite(mode) {
     await api(s, 'publish', { channel, data: state(7) });
     await sub.log.wait(() => sub.log.of('publication').length === 3, 'live again');
     await sleep(200);
-    assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data.seq), [1, 6, 7]);
+    assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data.seq), [1, 6, 7]);
   });
 
   test('cache recovery with delta: the latest in full, then deltas decode', async () => {
@@ -198,7 +249,7 @@ export function defineBandwidthSuite(mode) {
     await sub.log.wait(() => sub.log.of('subscribed').length === 2, 'resubscribed', 2 * T);
     for (let n = 6; n <= 8; n++) await api(s, 'publish', { channel, data: state(n), delta: true });
     await sub.log.wait(() => sub.log.of('publication').length === 6, 'six');
-    assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data), [1, 2, 5, 6, 7, 8].map(state));
+    assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data), [1, 2, 5, 6, 7, 8].map(state));
     assert.ok(sub.deltaStats().numDeltaPayloads >= 3, JSON.stringify(sub.deltaStats()));
   });
 
@@ -224,8 +275,8 @@ export function defineBandwidthSuite(mode) {
     for (const sub of subs) await sub.log.wait(() => sub.log.of('publication').length === 3, 'AAPL ones');
     await big.log.wait(() => big.log.of('publication').length === 2, 'in + gte');
     await sleep(200);
-    for (const sub of subs) assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data.i), [0, 2, 4]);
-    assert.deepEqual(big.log.of('publication').sort(byOffset).map((p) => p.data.i), [1, 2]);
+    for (const sub of subs) assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data.i), [0, 2, 4]);
+    assert.deepEqual(inStreamOrder(big.log.of('publication')).map((p) => p.data.i), [1, 2]);
   });
 
   test('tags filter where the namespace does not allow it, or malformed, or too deep: 107, the client stays', async () => {

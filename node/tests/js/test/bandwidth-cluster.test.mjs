@@ -3,7 +3,7 @@
 // other nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { byOffset, defineBandwidthSuite, state } from '../lib/bandwidth.mjs';
+import { defineBandwidthSuite, inStreamOrder, state } from '../lib/bandwidth.mjs';
 import { T, api, connToken, subscribed, unique } from '../lib/herald.mjs';
 
 const suite = defineBandwidthSuite('cluster');
@@ -23,7 +23,7 @@ test('deltas stay right when the publications come from the other nodes, in turn
     await api(s, 'publish', { channel, data: state(n), delta: true }, others[n % 2].api);
   }
   await sub.log.wait(() => sub.log.of('publication').length === N, `${N} publications`);
-  assert.deepEqual(sub.log.of('publication').sort(byOffset).map((p) => p.data), Array.from({ length: N }, (_, i) => state(i + 1)));
+  assert.deepEqual(inStreamOrder(sub.log.of('publication')).map((p) => p.data), Array.from({ length: N }, (_, i) => state(i + 1)));
   const stats = sub.deltaStats();
   assert.equal(stats.numFullPayloads, 1, JSON.stringify(stats));
   assert.equal(stats.numDeltaPayloads, N - 1, JSON.stringify(stats));
