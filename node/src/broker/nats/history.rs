@@ -16,34 +16,44 @@ pub(super) async fn history(
     q: &HistoryQuery,
     ns: &NamespaceOptions,
 ) -> Result<HistoryResult, BrokerError> {
-    read(inner, channel, q, ns, None).await
-}
-
-/// [`history`]; with the channel's `live` entry (a recovery), its lookups and reads are
-/// shared with the channel's other recoveries ([`super::rounds`], [`recent`]).
-async fn read(
-    inner: &Inner,
-    channel: &str,
-    q: &HistoryQuery,
-    ns: &NamespaceOptions,
-    live: Option<&LiveChannel>,
-) -> Result<HistoryResult, BrokerError> {
     if !ns.has_history() {
         return Ok(HistoryResult::default());
     }
     inner.ensure_connected().await?;
     let s = inner.ns_stream(channel)?;
+    read(inner, &s, channel, q, ns, Reader::History).await
+}
+
+/// Who reads: a history request, or a recovery, whose lookups are counted and, with
+/// the channel's live entry, shared with the channel's other recoveries
+/// ([`super::rounds`], [`recent`]).
+#[derive(Clone, Copy)]
+enum Reader<'a> {
+    History,
+    Recovery(Option<&'a LiveChannel>),
+}
+
+/// [`history`] from the namespace's stream `s`, read by `reader`.
+async fn read(
+    inner: &Inner,
+    s: &NsStream,
+    channel: &str,
+    q: &HistoryQuery,
+    ns: &NamespaceOptions,
+    reader: Reader<'_>,
+) -> Result<HistoryResult, BrokerError> {
     let subject = subjects::publish_subject(channel);
-    let mut top = match live {
-        Some(e) => {
-            let (top, answer) = e
-                .top
-                .get(s.epoch.clone(), || inner.last_seq(&s.stream, &subject))
-                .await?;
+    let ask = || inner.last_seq(&s.stream, &subject);
+    let mut top = match reader {
+        Reader::History => ask().await?,
+        Reader::Recovery(live) => {
+            let (top, answer) = match live {
+                Some(e) => e.top.get(s.epoch.clone(), ask).await?,
+                None => (ask().await?, Answer::Asked),
+            };
             lookup("top", answer);
             top
         }
-        None => inner.last_seq(&s.stream, &subject).await?,
     };
     if top == 0 && q.establish_position {
         top = inner.write_marker(&s.stream, &subject).await?;
@@ -57,8 +67,8 @@ async fn read(
             // sequence, so reading from just before it is enough.
             after = after.max(top - 1);
         }
-        publications = if let Some(entry) = live {
-            read_shared(inner, entry, &s, &subject, after, top, ns).await?
+        publications = if let Reader::Recovery(Some(entry)) = reader {
+            read_shared(inner, entry, s, &subject, after, top, ns).await?
         } else {
             inner.read_range(&s.stream, &subject, after, top).await?
         };
@@ -74,7 +84,7 @@ async fn read(
     Ok(HistoryResult {
         publications,
         offset: top,
-        epoch: s.epoch,
+        epoch: s.epoch.clone(),
     })
 }
 
@@ -91,10 +101,23 @@ pub(super) async fn recover(
         reverse: false,
         establish_position: true,
     };
+    if !ns.has_history() {
+        return Ok(Recovery::from_history(HistoryResult::default(), false));
+    }
+    inner.ensure_connected().await?;
+    let s = inner.ns_stream(channel)?;
     // The subscriber is registered first, so this node listens to the channel.
     let live = inner.live.lock().get(channel).cloned();
-    let h = read(inner, channel, &query, ns, live.as_deref()).await?;
-    let recovered = recoverable(inner, channel, live.as_deref(), since, h.offset, ns).await?;
+    let h = read(
+        inner,
+        &s,
+        channel,
+        &query,
+        ns,
+        Reader::Recovery(live.as_deref()),
+    )
+    .await?;
+    let recovered = recoverable(&s, channel, live.as_deref(), since, h.offset).await?;
     Ok(Recovery::from_history(h, recovered))
 }
 
@@ -133,15 +156,13 @@ async fn read_shared(
 /// Whether recovery from `since` can be complete: it is the channel's newest
 /// position, or it is still stored (see the module's recovery rule).
 async fn recoverable(
-    inner: &Inner,
+    s: &NsStream,
     channel: &str,
     live: Option<&LiveChannel>,
     since: &StreamPosition,
     top: u64,
-    ns: &NamespaceOptions,
 ) -> Result<bool, BrokerError> {
-    let s = inner.ns_stream(channel)?;
-    if since.epoch != s.epoch || since.offset > top || !ns.has_history() {
+    if since.epoch != s.epoch || since.offset > top {
         return Ok(false);
     }
     if since.offset == top {
