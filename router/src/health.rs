@@ -11,6 +11,7 @@
 //! would send clients to certain refusals.
 
 use crate::config::HealthConfig;
+use crate::error::ProxyError;
 use crate::ring::RingNode;
 use crate::upstream;
 use bytes::Bytes;
@@ -67,6 +68,10 @@ pub enum Outcome {
     Refused,
     /// Anything else: timed out, reset, 5xx, unparseable.
     Failed,
+    /// The router could not check: it ran out of its own local ports or files
+    /// ([`crate::error::ProxyError::Local`]). Says nothing about the node: changes
+    /// nothing.
+    Unchecked,
 }
 
 /// The rise/fall counters of one node.
@@ -124,6 +129,7 @@ impl Health {
                     self.state = State::Down;
                 }
             }
+            Outcome::Unchecked => {}
         }
         self.state != before
     }
@@ -156,6 +162,11 @@ pub async fn probe(addr: &str, config: &HealthConfig) -> Outcome {
         let mut sender = match upstream::connect(addr).await {
             Ok(s) => s,
             Err(e) if e.connect_refused() => return Some(Outcome::Refused),
+            Err(e @ ProxyError::Local { .. }) => {
+                tracing::warn!(node = %addr, error = %e, "health probe not sent: the router is out of local ports or files");
+                crate::metrics::local_exhaustion("probe");
+                return Some(Outcome::Unchecked);
+            }
             Err(_) => return None,
         };
         let request = hyper::Request::get(config.path.as_str())
@@ -235,6 +246,21 @@ mod tests {
         assert_eq!(h.state, State::Down);
         assert!(!h.observe(Outcome::Ready, 2, 3));
         assert!(h.observe(Outcome::Ready, 2, 3), "back after rise checks");
+    }
+
+    #[test]
+    fn an_unchecked_probe_changes_nothing() {
+        let mut h = Health::default();
+        h.observe(Outcome::Ready, 2, 2);
+        h.observe(Outcome::Failed, 2, 2);
+        for _ in 0..5 {
+            assert!(!h.observe(Outcome::Unchecked, 2, 2));
+        }
+        assert_eq!(h.state, State::Up);
+        assert!(
+            h.observe(Outcome::Failed, 2, 2),
+            "the failure streak was kept"
+        );
     }
 
     #[tokio::test]

@@ -38,6 +38,9 @@ pub const TLS_HANDSHAKES: &str = "herald_router_tls_handshakes_total";
 pub const TLS_RELOADS: &str = "herald_router_tls_reloads_total";
 /// `notAfter` of the served certificate, Unix seconds (gauge).
 pub const TLS_CERT_EXPIRY: &str = "herald_router_tls_certificate_expiry_timestamp_seconds";
+/// Connections to nodes the router could not open for want of its own local ports or
+/// files, by `during`: `upgrade`, `http`, `probe` (counter).
+pub const LOCAL_EXHAUSTION: &str = "herald_router_local_exhaustion_total";
 /// How long tunnels lasted (histogram, seconds).
 pub const TUNNEL_DURATION: &str = "herald_router_tunnel_duration_seconds";
 
@@ -90,6 +93,12 @@ pub fn retry() {
     counter!(RETRIES).increment(1);
 }
 
+/// Counts a connection to a node that the router's own limits stopped, `during` an
+/// `upgrade`, an `http` request or a `probe`.
+pub fn local_exhaustion(during: &'static str) {
+    counter!(LOCAL_EXHAUSTION, "during" => during).increment(1);
+}
+
 /// Counts a probe started by a burst of tunnel ends.
 pub fn burst_probe() {
     counter!(BURST_PROBES).increment(1);
@@ -128,6 +137,10 @@ fn describe() {
     describe_counter!(
         BURST_PROBES,
         "Probes started at once because a node's tunnels ended together."
+    );
+    describe_counter!(
+        LOCAL_EXHAUSTION,
+        "Connections to nodes not opened: the router ran out of local ports or files."
     );
     describe_counter!(TLS_HANDSHAKES, "Client TLS handshakes by result.");
     describe_counter!(TLS_RELOADS, "TLS certificate reloads (SIGHUP) by result.");

@@ -22,10 +22,7 @@ where
 {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|source| ProxyError::Connect {
-            node: addr.to_owned(),
-            source,
-        })?;
+        .map_err(|source| ProxyError::connect(addr, source))?;
     // Small frames both ways (pings, short messages): do not wait to coalesce them.
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::handshake(TokioIo::new(stream))

@@ -103,6 +103,10 @@ pub async fn handle(
                 trace::finish(&span, "refused", response.status().as_u16());
                 return pass_back(response);
             }
+            Err(e @ ProxyError::Local { .. }) => {
+                tracing::warn!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed: the router is out of local ports or files (widen net.ipv4.ip_local_port_range, raise the file limit, or add routers)");
+                span.record("error", tracing::field::display(&e));
+            }
             Err(e) => {
                 tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
                 span.record("error", tracing::field::display(&e));
@@ -172,8 +176,10 @@ async fn ask(
         Err(e) => {
             if e.connect_refused() {
                 router.backends.observe(&node.addr, Outcome::Refused);
-            } else if !matches!(e, ProxyError::Refused { .. }) {
+            } else if e.counts_against_node() {
                 router.backends.observe(&node.addr, Outcome::Failed);
+            } else if matches!(e, ProxyError::Local { .. }) {
+                metrics::local_exhaustion("upgrade");
             }
             Err(e)
         }
