@@ -14,6 +14,7 @@
 //! node whose clients merely left together answers the probe and stays.
 
 use crate::config::HealthConfig;
+use crate::error::ProxyError;
 use crate::health::{self, Health, Outcome, State};
 use crate::metrics;
 use crate::ring::{Ring, RingNode};
@@ -180,6 +181,20 @@ impl Backends {
         if changed {
             self.forget_unnamed(&mut members);
             self.rebuild(&members);
+        }
+    }
+
+    /// Folds a failed attempt on node `addr` (`during` an `upgrade` or an `http`
+    /// request) into its health by what the failure says about the node: a refused
+    /// connection takes it out at once, its other faults count as failed checks, and
+    /// the router's own limits ([`ProxyError::Local`]) are only counted.
+    pub fn attempt_failed(&self, addr: &str, e: &ProxyError, during: &'static str) {
+        if e.connect_refused() {
+            self.observe(addr, Outcome::Refused);
+        } else if e.counts_against_node() {
+            self.observe(addr, Outcome::Failed);
+        } else if matches!(e, ProxyError::Local { .. }) {
+            metrics::local_exhaustion(during);
         }
     }
 

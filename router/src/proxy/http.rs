@@ -57,13 +57,7 @@ pub async fn handle(router: &Router, req: Request<Incoming>, client: SocketAddr)
             Err(e) => {
                 tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "cannot reach node");
                 span.record("error", tracing::field::display(&e));
-                if e.connect_refused() {
-                    router.backends.observe(&node.addr, Outcome::Refused);
-                } else if e.counts_against_node() {
-                    router.backends.observe(&node.addr, Outcome::Failed);
-                } else if matches!(e, ProxyError::Local { .. }) {
-                    metrics::local_exhaustion("http");
-                }
+                router.backends.attempt_failed(&node.addr, &e, "http");
                 continue;
             }
         };

@@ -174,13 +174,7 @@ async fn ask(
         Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => Ok(Answer::Switched(r)),
         Ok(r) => Ok(Answer::Final(r)),
         Err(e) => {
-            if e.connect_refused() {
-                router.backends.observe(&node.addr, Outcome::Refused);
-            } else if e.counts_against_node() {
-                router.backends.observe(&node.addr, Outcome::Failed);
-            } else if matches!(e, ProxyError::Local { .. }) {
-                metrics::local_exhaustion("upgrade");
-            }
+            router.backends.attempt_failed(&node.addr, &e, "upgrade");
             Err(e)
         }
     }
