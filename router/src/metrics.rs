@@ -126,6 +126,10 @@ pub fn tunnel_closed(duration: Duration) {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    // At zero from the start, so an alert on its increase has a series to watch.
+    for during in ["upgrade", "http", "probe"] {
+        counter!(LOCAL_EXHAUSTION, "during" => during).absolute(0);
+    }
     describe_gauge!(CONNECTIONS, "Open client connections, tunnels included.");
     describe_gauge!(TUNNELS, "Open WebSocket tunnels by node.");
     describe_counter!(UPGRADES, "WebSocket upgrades by result.");
