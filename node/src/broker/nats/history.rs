@@ -16,12 +16,24 @@ pub(super) async fn history(
     q: &HistoryQuery,
     ns: &NamespaceOptions,
 ) -> Result<HistoryResult, BrokerError> {
-    if !ns.has_history() {
+    let Some(s) = stream_of(inner, channel, ns).await? else {
         return Ok(HistoryResult::default());
+    };
+    read(inner, &s, channel, q, ns, Reader::History).await
+}
+
+/// The stream of `channel`'s namespace, once connected; `None` when the namespace keeps
+/// no history (nothing to read, nothing to recover).
+async fn stream_of(
+    inner: &Inner,
+    channel: &str,
+    ns: &NamespaceOptions,
+) -> Result<Option<NsStream>, BrokerError> {
+    if !ns.has_history() {
+        return Ok(None);
     }
     inner.ensure_connected().await?;
-    let s = inner.ns_stream(channel)?;
-    read(inner, &s, channel, q, ns, Reader::History).await
+    inner.ns_stream(channel).map(Some)
 }
 
 /// Who reads: a history request, or a recovery, whose lookups are counted and, with
@@ -95,17 +107,15 @@ pub(super) async fn recover(
     since: &StreamPosition,
     ns: &NamespaceOptions,
 ) -> Result<Recovery, BrokerError> {
+    let Some(s) = stream_of(inner, channel, ns).await? else {
+        return Ok(Recovery::from_history(HistoryResult::default(), false));
+    };
     let query = HistoryQuery {
         since: Some(since.clone()),
         limit: None,
         reverse: false,
         establish_position: true,
     };
-    if !ns.has_history() {
-        return Ok(Recovery::from_history(HistoryResult::default(), false));
-    }
-    inner.ensure_connected().await?;
-    let s = inner.ns_stream(channel)?;
     // The subscriber is registered first, so this node listens to the channel.
     let live = inner.live.lock().get(channel).cloned();
     let h = read(
