@@ -103,12 +103,12 @@ pub async fn handle(
                 trace::finish(&span, "refused", response.status().as_u16());
                 return pass_back(response);
             }
-            Err(e @ ProxyError::Local { .. }) => {
-                tracing::warn!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed: the router is out of local ports or files (widen net.ipv4.ip_local_port_range, raise the file limit, or add routers)");
-                span.record("error", tracing::field::display(&e));
-            }
             Err(e) => {
-                tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
+                if matches!(e, ProxyError::Local { .. }) {
+                    tracing::warn!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed: the router is out of local ports or files (widen net.ipv4.ip_local_port_range, raise the file limit, or add routers)");
+                } else {
+                    tracing::info!(client.addr = %addr, node = %node.addr, error = %e, "upgrade attempt failed");
+                }
                 span.record("error", tracing::field::display(&e));
                 if !e.retryable() {
                     break;
